@@ -1,0 +1,483 @@
+//! The inference path: a loaded model plus tokenizer that labels queries.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, IndexOp};
+use indexmap::IndexMap;
+use ndarray::Array2;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::hub::{self, ModelSource, ResolveOptions};
+use crate::model::config::config_path;
+use crate::model::weights::{self, LoadReport};
+use crate::model::{Architecture, HeadInput, HeadSpec, Model, ModelConfig, heads, ops};
+use crate::tokenize::{Encoded, TextEncoder, pad_batch};
+
+/// How to load and run a classifier.
+#[derive(Debug, Clone)]
+pub struct ClassifierOptions {
+    /// Where to compute. CPU by default.
+    pub device: Device,
+    /// Compute dtype; `None` means f32.
+    pub dtype: Option<DType>,
+    /// Inputs per encoder pass.
+    pub batch_size: usize,
+    /// Token limit per input (special tokens included); `None` means the model's limit.
+    /// Larger values are capped at the model's limit.
+    pub max_length: Option<usize>,
+    /// How to resolve hub ids.
+    pub resolve: ResolveOptions,
+}
+
+impl Default for ClassifierOptions {
+    fn default() -> Self {
+        ClassifierOptions {
+            device: Device::Cpu,
+            dtype: None,
+            batch_size: 32,
+            max_length: None,
+            resolve: ResolveOptions::default(),
+        }
+    }
+}
+
+/// One input: a sentence, and optionally the actor it is judged against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Query<'a> {
+    /// The sentence.
+    pub text: &'a str,
+    /// The actor (stance target), if any.
+    pub target: Option<&'a str>,
+}
+
+impl<'a> Query<'a> {
+    /// A sentence without a target.
+    pub fn text(text: &'a str) -> Self {
+        Query { text, target: None }
+    }
+
+    /// A sentence judged against `target`.
+    pub fn pair(target: &'a str, text: &'a str) -> Self {
+        Query {
+            text,
+            target: Some(target),
+        }
+    }
+}
+
+/// One head's verdict on one query.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeadPrediction {
+    /// The most probable label.
+    pub label: String,
+    /// Its probability.
+    pub score: f32,
+    /// Every label's probability, in the head's label order.
+    pub probabilities: IndexMap<String, f32>,
+}
+
+/// Every applicable head's verdict on one query, keyed by head name in config order.
+///
+/// A head that reads (target, text) pairs is absent for a query without a target.
+pub type Prediction = IndexMap<String, HeadPrediction>;
+
+/// One head's probabilities for a batch of queries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeadMatrix {
+    /// The head's name.
+    pub head: String,
+    /// Column labels.
+    pub labels: Vec<String>,
+    /// `(queries, labels)`; rows of queries the head does not apply to are NaN.
+    pub probabilities: Array2<f32>,
+    /// Whether the head applied to each query.
+    pub applied: Vec<bool>,
+}
+
+/// Facts about a loaded model, for `standpoint info` and logs.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelInfo {
+    /// Where the model came from.
+    pub source: String,
+    /// Display name from the config, if any.
+    pub name: Option<String>,
+    /// Display version from the config, if any.
+    pub version: Option<String>,
+    /// Encoder family.
+    pub architecture: Architecture,
+    /// Transformer layers.
+    pub layers: usize,
+    /// Hidden width.
+    pub hidden_size: usize,
+    /// Attention heads per layer.
+    pub attention_heads: usize,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Token limit per input in use.
+    pub max_length: usize,
+    /// Number of loaded parameters.
+    pub parameters: usize,
+    /// dtype of the stored weights.
+    pub stored_dtype: Option<String>,
+    /// dtype computations run in.
+    pub compute_dtype: String,
+    /// Classification heads.
+    pub heads: Vec<HeadSpec>,
+    /// Checkpoint tensors the model does not use.
+    pub unused_tensors: Vec<String>,
+}
+
+/// A model ready to label text: safe to share between threads (`Send + Sync`).
+///
+/// ```
+/// # fn main() -> standpoint::Result<()> {
+/// use standpoint::{Classifier, ClassifierOptions, Query};
+/// let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-bert");
+/// let classifier = Classifier::load(dir, &ClassifierOptions::default())?;
+/// let predictions = classifier.classify(&[
+///     Query::pair("NATO", "NATO has refused practical cooperation."),
+///     Query::text("There is an objective need for political dialogue."),
+/// ])?;
+/// let verdict = &predictions[0]["classification"];
+/// assert!(["against", "neutral", "favor"].contains(&verdict.label.as_str()));
+/// assert!((verdict.probabilities.values().sum::<f32>() - 1.0).abs() < 1e-5);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Classifier {
+    model: Model,
+    encoder: TextEncoder,
+    report: LoadReport,
+    source: ModelSource,
+    device: Device,
+    dtype: DType,
+    batch_size: usize,
+}
+
+/// Which encoding of a query a head reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    Text,
+    Pair,
+}
+
+fn reading(input: HeadInput, query: &Query) -> Option<Reading> {
+    match (input, query.target) {
+        (HeadInput::Text, _) => Some(Reading::Text),
+        (HeadInput::Pair, None) => None,
+        (HeadInput::Pair | HeadInput::Auto, Some(_)) => Some(Reading::Pair),
+        (HeadInput::Auto, None) => Some(Reading::Text),
+    }
+}
+
+/// One encoder input: which query, read how.
+struct Job {
+    query: usize,
+    reading: Reading,
+    encoded: Encoded,
+}
+
+impl Classifier {
+    /// Loads a model from a folder or hub id (see [`hub::resolve`]).
+    pub fn load(reference: &str, options: &ClassifierOptions) -> Result<Self> {
+        let resolved = hub::resolve(reference, &options.resolve)?;
+        Self::from_dir(&resolved.dir, resolved.source, options)
+    }
+
+    fn from_dir(dir: &Path, source: ModelSource, options: &ClassifierOptions) -> Result<Self> {
+        if options.batch_size == 0 {
+            return Err(Error::Unavailable("batch size must be at least 1".into()));
+        }
+        let config = ModelConfig::from_file(&config_path(dir))?;
+        let dtype = options.dtype.unwrap_or(DType::F32);
+        if !dtype.is_float() {
+            return Err(Error::Unavailable(format!(
+                "compute dtype {dtype:?} is not a float type"
+            )));
+        }
+        let max_length = options
+            .max_length
+            .unwrap_or(usize::MAX)
+            .min(config.encoder.max_tokens());
+        let tokenizer_path = dir.join("tokenizer.json");
+        let encoder = TextEncoder::from_file(&tokenizer_path, max_length)?;
+        if encoder.vocab_size() > config.encoder.vocab_size {
+            return Err(Error::config(
+                &tokenizer_path,
+                "vocab_size",
+                format!(
+                    "the tokenizer has {} tokens but config.json's vocab_size is {}",
+                    encoder.vocab_size(),
+                    config.encoder.vocab_size
+                ),
+            ));
+        }
+        let (model, report) =
+            weights::load(&weights::weights_path(dir), &config, dtype, &options.device)?;
+        Ok(Classifier {
+            model,
+            encoder,
+            report,
+            source,
+            device: options.device.clone(),
+            dtype,
+            batch_size: options.batch_size,
+        })
+    }
+
+    /// The underlying model (shared with the training path).
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// The tokenizer with this classifier's truncation.
+    pub fn text_encoder(&self) -> &TextEncoder {
+        &self.encoder
+    }
+
+    /// The heads, in output order.
+    pub fn heads(&self) -> &[HeadSpec] {
+        &self.model.config().heads
+    }
+
+    /// What loading found (unused tensors, stored dtype, parameter count).
+    pub fn load_report(&self) -> &LoadReport {
+        &self.report
+    }
+
+    /// A summary of the model for display.
+    pub fn info(&self) -> ModelInfo {
+        let config = self.model.config();
+        let enc = &config.encoder;
+        ModelInfo {
+            source: self.source.to_string(),
+            name: config.name.clone(),
+            version: config.version.clone(),
+            architecture: enc.architecture,
+            layers: enc.num_layers,
+            hidden_size: enc.hidden_size,
+            attention_heads: enc.num_heads,
+            vocab_size: enc.vocab_size,
+            max_length: self.encoder.max_length(),
+            parameters: self.report.parameters,
+            stored_dtype: self.report.stored_dtype.map(|d| format!("{d:?}").to_lowercase()),
+            compute_dtype: format!("{:?}", self.dtype).to_lowercase(),
+            heads: config.heads.clone(),
+            unused_tensors: self.report.unused.clone(),
+        }
+    }
+
+    /// Labels each query with every head that applies to it.
+    pub fn classify(&self, queries: &[Query]) -> Result<Vec<Prediction>> {
+        let matrices = self.classify_matrices(queries)?;
+        Ok((0..queries.len())
+            .map(|row| {
+                matrices
+                    .iter()
+                    .filter(|m| m.applied[row])
+                    .map(|m| (m.head.clone(), prediction(m, row)))
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// Probabilities of every head for every query, as one matrix per head.
+    pub fn classify_matrices(&self, queries: &[Query]) -> Result<Vec<HeadMatrix>> {
+        let heads = self.heads();
+        if heads.is_empty() {
+            return Err(Error::Unavailable(
+                "this model has no classification heads (a bare encoder); use embed() or train a head".into(),
+            ));
+        }
+        let jobs = self.jobs(queries)?;
+        let mut matrices: Vec<HeadMatrix> = heads
+            .iter()
+            .map(|h| HeadMatrix {
+                head: h.name.clone(),
+                labels: h.labels.clone(),
+                probabilities: Array2::from_elem((queries.len(), h.labels.len()), f32::NAN),
+                applied: vec![false; queries.len()],
+            })
+            .collect();
+        let all_heads: Vec<usize> = (0..heads.len()).collect();
+        for batch in self.batches(&jobs) {
+            let items: Vec<&Encoded> = batch.iter().map(|j| &j.encoded).collect();
+            let input = pad_batch(&items, self.model.config().encoder.pad_token_id, &self.device)?;
+            let output = self.model.forward_t(&input, &all_heads, false)?;
+            for (head, logits) in output.logits {
+                let probs: Vec<Vec<f32>> = heads::probabilities(&logits)?.to_vec2()?;
+                let spec = &heads[head];
+                for (job, row) in batch.iter().zip(probs) {
+                    if reading(spec.input, &queries[job.query]) == Some(job.reading) {
+                        let matrix = &mut matrices[head];
+                        matrix
+                            .probabilities
+                            .row_mut(job.query)
+                            .assign(&ndarray::ArrayView1::from(&row));
+                        matrix.applied[job.query] = true;
+                    }
+                }
+            }
+        }
+        Ok(matrices)
+    }
+
+    /// Mean-pooled last hidden states of `texts` (`(texts, hidden)`), optionally L2-normalised:
+    /// the sentence embedding of sentence-transformers encoders such as all-MiniLM-L6-v2.
+    pub fn embed(&self, texts: &[&str], normalize: bool) -> Result<Array2<f32>> {
+        let queries: Vec<Query> = texts.iter().map(|t| Query::text(t)).collect();
+        let jobs = self.jobs_for(&queries, |_| vec![Reading::Text])?;
+        let hidden = self.model.config().encoder.hidden_size;
+        let mut out = Array2::zeros((texts.len(), hidden));
+        for batch in self.batches(&jobs) {
+            let items: Vec<&Encoded> = batch.iter().map(|j| &j.encoded).collect();
+            let input = pad_batch(&items, self.model.config().encoder.pad_token_id, &self.device)?;
+            let states = self.model.encode(&input, false)?;
+            let mut pooled = ops::masked_mean(&states, &input.attention_mask)?.to_dtype(DType::F32)?;
+            if normalize {
+                let norms = pooled.sqr()?.sum_keepdim(1)?.sqrt()?.maximum(1e-12)?;
+                pooled = pooled.broadcast_div(&norms)?;
+            }
+            for (i, job) in batch.iter().enumerate() {
+                let row: Vec<f32> = pooled.i(i)?.to_vec1()?;
+                out.row_mut(job.query).assign(&ndarray::ArrayView1::from(&row));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Tokenizes each query once per distinct reading its heads need.
+    fn jobs(&self, queries: &[Query]) -> Result<Vec<Job>> {
+        let heads = self.heads();
+        self.jobs_for(queries, |q| {
+            let mut readings: Vec<Reading> = heads.iter().filter_map(|h| reading(h.input, q)).collect();
+            readings.sort_by_key(|r| *r as u8);
+            readings.dedup();
+            readings
+        })
+    }
+
+    fn jobs_for(&self, queries: &[Query], readings: impl Fn(&Query) -> Vec<Reading>) -> Result<Vec<Job>> {
+        let mut jobs = Vec::new();
+        for (index, query) in queries.iter().enumerate() {
+            if query.text.trim().is_empty() {
+                return Err(Error::InvalidInput {
+                    index,
+                    reason: "empty text".into(),
+                });
+            }
+            if query.target.is_some_and(|t| t.trim().is_empty()) {
+                return Err(Error::InvalidInput {
+                    index,
+                    reason: "empty target (omit it instead)".into(),
+                });
+            }
+            for reading in readings(query) {
+                let target = match reading {
+                    Reading::Pair => query.target,
+                    Reading::Text => None,
+                };
+                let encoded = self
+                    .encoder
+                    .encode(target, query.text)
+                    .map_err(|source| Error::Tokenize { index, source })?;
+                jobs.push(Job {
+                    query: index,
+                    reading,
+                    encoded,
+                });
+            }
+        }
+        Ok(jobs)
+    }
+
+    /// Groups jobs of similar length so padding stays small; results are scattered back
+    /// by query index, so order does not matter.
+    fn batches<'a>(&self, jobs: &'a [Job]) -> Vec<Vec<&'a Job>> {
+        let mut sorted: Vec<&Job> = jobs.iter().collect();
+        sorted.sort_by_key(|j| j.encoded.len());
+        sorted
+            .chunks(self.batch_size)
+            .map(<[&Job]>::to_vec)
+            .collect()
+    }
+}
+
+fn prediction(matrix: &HeadMatrix, row: usize) -> HeadPrediction {
+    let probs = matrix.probabilities.row(row);
+    let (best, score) = probs
+        .iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |acc, (i, &p)| if p > acc.1 { (i, p) } else { acc });
+    HeadPrediction {
+        label: matrix.labels[best].clone(),
+        score,
+        probabilities: matrix
+            .labels
+            .iter()
+            .cloned()
+            .zip(probs.iter().copied())
+            .collect(),
+    }
+}
+
+/// Parses `cpu`, `cuda`, `cuda:N`, `metal` or `metal:N`.
+///
+/// ```
+/// assert!(standpoint::parse_device("cpu").unwrap().is_cpu());
+/// assert!(standpoint::parse_device("tpu").is_err());
+/// ```
+pub fn parse_device(spec: &str) -> Result<Device> {
+    let (kind, ordinal) = match spec.split_once(':') {
+        Some((kind, n)) => {
+            let n = n
+                .parse::<usize>()
+                .map_err(|_| Error::Unavailable(format!("invalid device ordinal in {spec:?}")))?;
+            (kind, n)
+        }
+        None => (spec, 0),
+    };
+    match kind {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => {
+            if !candle_core::utils::cuda_is_available() {
+                return Err(Error::Unavailable(
+                    "CUDA requested, but this build of standpoint lacks the `cuda` feature".into(),
+                ));
+            }
+            Device::new_cuda(ordinal)
+                .map_err(|e| Error::Unavailable(format!("cannot open CUDA device {ordinal}: {e}")))
+        }
+        "metal" => {
+            if !candle_core::utils::metal_is_available() {
+                return Err(Error::Unavailable(
+                    "Metal requested, but this build of standpoint lacks the `metal` feature".into(),
+                ));
+            }
+            Device::new_metal(ordinal)
+                .map_err(|e| Error::Unavailable(format!("cannot open Metal device {ordinal}: {e}")))
+        }
+        other => Err(Error::Unavailable(format!(
+            "unknown device {other:?} (expected cpu, cuda[:N] or metal[:N])"
+        ))),
+    }
+}
+
+/// Parses `f32`, `f16` or `bf16`.
+pub fn parse_dtype(spec: &str) -> Result<DType> {
+    match spec {
+        "f32" => Ok(DType::F32),
+        "f16" => Ok(DType::F16),
+        "bf16" => Ok(DType::BF16),
+        other => Err(Error::Unavailable(format!(
+            "unknown dtype {other:?} (expected f32, f16 or bf16)"
+        ))),
+    }
+}
+
+// A Classifier is shared across threads by reference; keep it that way.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<Classifier>();
+};

@@ -1,0 +1,40 @@
+//! # standpoint
+//!
+//! Stance toward an actor, and sentiment, for every sentence: a BERT-family encoder with
+//! named classification heads, running on CPU (or GPU through the `cuda`/`metal` features).
+//!
+//! ```
+//! # fn main() -> standpoint::Result<()> {
+//! use standpoint::{Classifier, ClassifierOptions, Query};
+//!
+//! let model = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-bert");
+//! let classifier = Classifier::load(model, &ClassifierOptions::default())?;
+//! for prediction in classifier.classify(&[Query::pair("NATO", "NATO has refused practical cooperation.")])? {
+//!     for (head, verdict) in &prediction {
+//!         println!("{head}: {} ({:.2})", verdict.label, verdict.score);
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! Modules: [`model`] is the one network definition (shared by training and inference),
+//! [`tokenize`] prepares inputs, [`hub`] resolves model references, [`classify`] is the
+//! inference API.
+
+#![warn(missing_docs)]
+
+pub mod classify;
+pub mod error;
+pub mod hub;
+pub mod model;
+pub mod output;
+pub mod records;
+pub mod tokenize;
+
+pub use classify::{
+    Classifier, ClassifierOptions, HeadMatrix, HeadPrediction, ModelInfo, Prediction, Query,
+    parse_device, parse_dtype,
+};
+pub use error::{Error, Result};
+pub use model::{Architecture, HeadInput, HeadPooling, HeadSpec, Model, ModelConfig};
+pub use tokenize::TextEncoder;

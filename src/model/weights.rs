@@ -1,0 +1,294 @@
+//! Loading a checkpoint into the model, with every problem reported by tensor name.
+//!
+//! The model asks for tensors through a `VarBuilder`; the backend here answers from a
+//! memory-mapped safetensors file and records what was missing, mis-shaped or unused, so
+//! the naming lives in one place (the model's constructors) and the audit is a diff of names.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use candle_core::safetensors::MmapedSafetensors;
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::{Init, VarBuilder};
+
+use super::Model;
+use super::config::ModelConfig;
+use crate::error::{Error, Result};
+
+/// What loading found beyond what the model needed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    /// Checkpoint tensors the model did not use (e.g. a masked-LM head), by stored name.
+    pub unused: Vec<String>,
+    /// True when encoder tensors were stored without the architecture prefix
+    /// (a base `BertModel`-style checkpoint).
+    pub added_prefix: bool,
+    /// dtype of the stored floating-point weights (the most common one).
+    pub stored_dtype: Option<DType>,
+    /// Number of values in the tensors the model uses.
+    pub parameters: usize,
+}
+
+/// A problem met while the model requested its tensors.
+#[derive(Debug)]
+enum Problem {
+    Missing(String),
+    Shape {
+        tensor: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+    Dtype {
+        tensor: String,
+        dtype: String,
+    },
+}
+
+struct Checkpoint {
+    file: MmapedSafetensors,
+    /// The model's name for a tensor → the name stored in the file.
+    stored_name: HashMap<String, String>,
+    requested: Mutex<BTreeSet<String>>,
+    parameters: AtomicUsize,
+    problems: Mutex<Vec<Problem>>,
+}
+
+/// Shares the checkpoint between the `VarBuilder` and the report.
+#[derive(Clone)]
+struct Recorder(Arc<Checkpoint>);
+
+impl SimpleBackend for Recorder {
+    fn get(
+        &self,
+        shape: Shape,
+        name: &str,
+        _init: Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let ckpt = &self.0;
+        let placeholder = || Tensor::zeros(shape.clone(), dtype, dev);
+        let Some(stored) = ckpt.stored_name.get(name) else {
+            ckpt.problem(Problem::Missing(name.to_string()));
+            return placeholder();
+        };
+        ckpt.requested
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(stored.clone());
+        let view = ckpt.file.get(stored)?;
+        if !is_float(view.dtype()) {
+            ckpt.problem(Problem::Dtype {
+                tensor: stored.clone(),
+                dtype: format!("{:?}", view.dtype()),
+            });
+            return placeholder();
+        }
+        if view.shape() != shape.dims() {
+            ckpt.problem(Problem::Shape {
+                tensor: stored.clone(),
+                expected: shape.dims().to_vec(),
+                found: view.shape().to_vec(),
+            });
+            return placeholder();
+        }
+        ckpt.parameters.fetch_add(shape.elem_count(), Ordering::Relaxed);
+        ckpt.file.load(stored, dev)?.to_dtype(dtype)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        let stored = self
+            .0
+            .stored_name
+            .get(name)
+            .ok_or_else(|| candle_core::Error::CannotFindTensor {
+                path: name.to_string(),
+            })?;
+        self.0.file.load(stored, dev)?.to_dtype(dtype)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.0.stored_name.contains_key(name)
+    }
+}
+
+impl Checkpoint {
+    fn problem(&self, problem: Problem) {
+        self.problems
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(problem);
+    }
+}
+
+fn is_float(dtype: safetensors::Dtype) -> bool {
+    use safetensors::Dtype::*;
+    matches!(dtype, F16 | BF16 | F32 | F64)
+}
+
+/// Buffers that transformers saves but that carry no learned values.
+fn is_buffer(name: &str) -> bool {
+    name.ends_with("position_ids")
+}
+
+/// Maps the model's tensor names to the file's: old LayerNorm names (`gamma`/`beta`)
+/// become `weight`/`bias`, and a base checkpoint's encoder gets its architecture prefix.
+fn name_map(stored: &[String], prefix: &str) -> (HashMap<String, String>, bool) {
+    let dotted = format!("{prefix}.");
+    let add_prefix = !stored.iter().any(|n| n.starts_with(&dotted));
+    let map = stored
+        .iter()
+        .map(|name| {
+            let mut canonical = name.clone();
+            if let Some(stem) = canonical.strip_suffix(".gamma") {
+                canonical = format!("{stem}.weight");
+            } else if let Some(stem) = canonical.strip_suffix(".beta") {
+                canonical = format!("{stem}.bias");
+            }
+            if add_prefix {
+                canonical = format!("{dotted}{canonical}");
+            }
+            (canonical, name.clone())
+        })
+        .collect();
+    (map, add_prefix)
+}
+
+/// `model.safetensors` inside `dir`.
+pub fn weights_path(dir: &Path) -> PathBuf {
+    dir.join("model.safetensors")
+}
+
+/// Opens a safetensors file, turning I/O and format failures into errors naming it.
+fn open(path: &Path) -> Result<MmapedSafetensors> {
+    if !path.is_file() {
+        return Err(Error::MissingFile {
+            path: path.to_path_buf(),
+            hint: Some("a model folder needs config.json, model.safetensors and tokenizer.json".into()),
+        });
+    }
+    // SAFETY: the file is mapped read-only; like every mmap-based loader (transformers,
+    // candle) we rely on it not being truncated by another process while loading.
+    unsafe { MmapedSafetensors::new(path) }.map_err(|e| Error::CorruptWeights {
+        path: path.to_path_buf(),
+        reason: root_cause(&e),
+    })
+}
+
+fn root_cause(e: &candle_core::Error) -> String {
+    match e {
+        candle_core::Error::WithPath { inner, .. } => root_cause(inner),
+        candle_core::Error::WithBacktrace { inner, .. } => root_cause(inner),
+        other => other.to_string(),
+    }
+}
+
+/// Builds `config`'s model from the safetensors file at `path`, computing in `dtype` on `device`.
+///
+/// Fails with [`Error::MissingTensors`] (every missing name listed), [`Error::ShapeMismatch`]
+/// or [`Error::CorruptWeights`]; tensors the model does not use are listed in the report.
+pub fn load(
+    path: &Path,
+    config: &ModelConfig,
+    dtype: DType,
+    device: &Device,
+) -> Result<(Model, LoadReport)> {
+    let file = open(path)?;
+    let stored: Vec<String> = file.tensors().into_iter().map(|(n, _)| n).collect();
+    let stored_dtype = most_common_dtype(&file);
+    let (stored_name, added_prefix) =
+        name_map(&stored, config.encoder.architecture.tensor_prefix());
+    let checkpoint = Arc::new(Checkpoint {
+        file,
+        stored_name,
+        requested: Mutex::new(BTreeSet::new()),
+        parameters: AtomicUsize::new(0),
+        problems: Mutex::new(Vec::new()),
+    });
+    let vb = VarBuilder::from_backend(
+        Box::new(Recorder(checkpoint.clone())),
+        dtype,
+        device.clone(),
+    );
+    let model = Model::new(config, vb).map_err(|e| match e {
+        candle_core::Error::SafeTensor(_) => Error::CorruptWeights {
+            path: path.to_path_buf(),
+            reason: root_cause(&e),
+        },
+        other => Error::Candle(other),
+    })?;
+
+    let problems = std::mem::take(
+        &mut *checkpoint
+            .problems
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner),
+    );
+    let mut missing = Vec::new();
+    for problem in problems {
+        match problem {
+            Problem::Missing(name) => missing.push(name),
+            Problem::Shape {
+                tensor,
+                expected,
+                found,
+            } => {
+                return Err(Error::ShapeMismatch {
+                    path: path.to_path_buf(),
+                    tensor,
+                    expected,
+                    found,
+                });
+            }
+            Problem::Dtype { tensor, dtype } => {
+                return Err(Error::UnsupportedDtype {
+                    path: path.to_path_buf(),
+                    tensor,
+                    dtype,
+                });
+            }
+        }
+    }
+    if !missing.is_empty() {
+        return Err(Error::MissingTensors {
+            path: path.to_path_buf(),
+            names: missing,
+        });
+    }
+    let requested = checkpoint
+        .requested
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let mut unused: Vec<String> = stored
+        .into_iter()
+        .filter(|n| !requested.contains(n) && !is_buffer(n))
+        .collect();
+    unused.sort();
+    Ok((
+        model,
+        LoadReport {
+            unused,
+            added_prefix,
+            stored_dtype,
+            parameters: checkpoint.parameters.load(Ordering::Relaxed),
+        },
+    ))
+}
+
+fn most_common_dtype(file: &MmapedSafetensors) -> Option<DType> {
+    let mut counts: HashMap<DType, usize> = HashMap::new();
+    for (_, view) in file.tensors() {
+        let dtype = match view.dtype() {
+            safetensors::Dtype::F16 => DType::F16,
+            safetensors::Dtype::BF16 => DType::BF16,
+            safetensors::Dtype::F32 => DType::F32,
+            safetensors::Dtype::F64 => DType::F64,
+            _ => continue,
+        };
+        *counts.entry(dtype).or_default() += view.data().len();
+    }
+    counts.into_iter().max_by_key(|&(_, n)| n).map(|(d, _)| d)
+}
