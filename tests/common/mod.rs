@@ -1,0 +1,103 @@
+//! Shared helpers for the integration tests: fixture paths, reference files, tensor edits.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use serde::Deserialize;
+
+/// The tiny checkpoints made by `scripts/make_fixtures.py`.
+pub const TINY_MODELS: [&str; 3] = ["tiny-bert", "tiny-distilbert", "tiny-roberta"];
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+/// Reference outputs of transformers for one tiny model (`tests/fixtures/expected/<model>.json`).
+#[derive(Debug, Deserialize)]
+pub struct Reference {
+    pub model: String,
+    pub max_length: usize,
+    pub cases: Vec<Case>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Case {
+    pub name: String,
+    pub texts: Vec<String>,
+    pub targets: Option<Vec<String>>,
+    pub input_ids: Vec<Vec<u32>>,
+    pub token_type_ids: Vec<Vec<u32>>,
+    pub attention_mask: Vec<Vec<u32>>,
+    pub last_hidden_state: Vec<Vec<Vec<f32>>>,
+    pub pooled: Vec<Vec<f32>>,
+    pub logits: Vec<Vec<f32>>,
+}
+
+impl Case {
+    pub fn queries(&self) -> Vec<standpoint::Query<'_>> {
+        self.texts
+            .iter()
+            .enumerate()
+            .map(|(i, text)| standpoint::Query {
+                text,
+                target: self.targets.as_ref().map(|t| t[i].as_str()),
+            })
+            .collect()
+    }
+}
+
+pub fn reference(model: &str) -> Reference {
+    let path = fixture("expected").join(format!("{model}.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+pub fn softmax(row: &[f32]) -> Vec<f32> {
+    let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f32> = row.iter().map(|x| (x - max).exp()).collect();
+    let sum: f32 = exps.iter().sum();
+    exps.iter().map(|e| e / sum).collect()
+}
+
+/// Largest absolute difference between two equally long sequences.
+pub fn max_abs_diff<'a>(a: impl IntoIterator<Item = &'a f32>, b: impl IntoIterator<Item = &'a f32>) -> f32 {
+    let a: Vec<f32> = a.into_iter().copied().collect();
+    let b: Vec<f32> = b.into_iter().copied().collect();
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// A copy of fixture `name` in a fresh temporary folder (returned first, to keep it alive).
+pub fn copy_fixture(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join(name);
+    std::fs::create_dir(&dir).unwrap();
+    for entry in std::fs::read_dir(fixture(name)).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+    }
+    (temp, dir)
+}
+
+/// Loads `model.safetensors` of `dir`, lets `edit` change the tensors, writes it back.
+pub fn edit_weights(dir: &Path, edit: impl FnOnce(&mut HashMap<String, Tensor>)) {
+    let path = dir.join("model.safetensors");
+    let mut tensors = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+    edit(&mut tensors);
+    candle_core::safetensors::save(&tensors, &path).unwrap();
+}
+
+/// Loads `config.json` of `dir`, lets `edit` change it, writes it back.
+pub fn edit_config(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = dir.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut config);
+    std::fs::write(&path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+}
+
+pub fn load(dir: &Path) -> standpoint::Result<standpoint::Classifier> {
+    standpoint::Classifier::load(dir.to_str().unwrap(), &standpoint::ClassifierOptions::default())
+}

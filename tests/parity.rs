@@ -1,0 +1,137 @@
+//! The Rust model against transformers on the tiny fixtures: tokenization, hidden states,
+//! pooled vectors and logits, within 1e-4 (max abs). The reference comes from
+//! `scripts/make_fixtures.py`; regenerate it there, never from this crate's output.
+
+mod common;
+
+use candle_core::{Device, Tensor};
+use common::*;
+use standpoint::model::EncoderInput;
+use standpoint::{Architecture, ClassifierOptions, Query};
+
+const TOLERANCE: f32 = 1e-4;
+
+fn tensor(rows: &[Vec<u32>]) -> Tensor {
+    Tensor::new(rows.to_vec(), &Device::Cpu).unwrap()
+}
+
+fn check_model(name: &str) {
+    let classifier = load(&fixture(name)).unwrap();
+    let model = classifier.model();
+    let reference = reference(name);
+    assert_eq!(classifier.text_encoder().max_length(), reference.max_length);
+    assert!(!reference.cases.is_empty());
+    for case in &reference.cases {
+        let what = format!("{name}/{}", case.name);
+
+        // Tokenization: same ids (and segment ids where the model has token types).
+        for (i, query) in case.queries().iter().enumerate() {
+            let encoded = classifier.text_encoder().encode(query.target, query.text).unwrap();
+            let real = case.attention_mask[i].iter().filter(|&&m| m == 1).count();
+            assert_eq!(encoded.ids, case.input_ids[i][..real], "{what}: ids of input {i}");
+            if model.config().encoder.architecture == Architecture::Bert {
+                assert_eq!(encoded.type_ids, case.token_type_ids[i][..real], "{what}: type ids of input {i}");
+            }
+        }
+
+        // The network on the reference's own padded batch, padded rows included.
+        let input = EncoderInput {
+            input_ids: tensor(&case.input_ids),
+            token_type_ids: tensor(&case.token_type_ids),
+            attention_mask: tensor(&case.attention_mask),
+        };
+        let hidden = model.encode(&input, false).unwrap();
+        let ours: Vec<Vec<Vec<f32>>> = hidden.to_vec3().unwrap();
+        let diff = max_abs_diff(ours.iter().flatten().flatten(), case.last_hidden_state.iter().flatten().flatten());
+        assert!(diff < TOLERANCE, "{what}: last hidden state differs by {diff}");
+
+        let pooled: Vec<Vec<f32>> =
+            model.head_features(0, &hidden, &input.attention_mask, false).unwrap().to_vec2().unwrap();
+        let diff = max_abs_diff(pooled.iter().flatten(), case.pooled.iter().flatten());
+        assert!(diff < TOLERANCE, "{what}: pooled output differs by {diff}");
+
+        let logits: Vec<Vec<f32>> =
+            model.head_logits(0, &hidden, &input.attention_mask, false).unwrap().to_vec2().unwrap();
+        let diff = max_abs_diff(logits.iter().flatten(), case.logits.iter().flatten());
+        assert!(diff < TOLERANCE, "{what}: logits differ by {diff}");
+
+        // The public API end to end: its own tokenization, sorting and padding.
+        let predictions = classifier.classify(&case.queries()).unwrap();
+        for (i, prediction) in predictions.iter().enumerate() {
+            let got: Vec<f32> = prediction["classification"].probabilities.values().copied().collect();
+            let diff = max_abs_diff(&got, &softmax(&case.logits[i]));
+            assert!(diff < TOLERANCE, "{what}: probabilities of input {i} differ by {diff}");
+        }
+    }
+}
+
+#[test]
+fn bert_matches_transformers() {
+    check_model("tiny-bert");
+}
+
+#[test]
+fn distilbert_matches_transformers() {
+    check_model("tiny-distilbert");
+}
+
+#[test]
+fn roberta_matches_transformers() {
+    check_model("tiny-roberta");
+}
+
+/// A sentence classified alone, in a padded batch, or in batches of other sizes gets the
+/// same probabilities: padding never leaks into results.
+#[test]
+fn batch_composition_does_not_change_results() {
+    for name in TINY_MODELS {
+        let reference = reference(name);
+        let queries: Vec<Query> = reference.cases.iter().flat_map(|c| c.queries()).collect();
+        let together = load(&fixture(name)).unwrap().classify(&queries).unwrap();
+        for batch_size in [1, 3] {
+            let options = ClassifierOptions {
+                batch_size,
+                ..ClassifierOptions::default()
+            };
+            let classifier = standpoint::Classifier::load(fixture(name).to_str().unwrap(), &options).unwrap();
+            for (i, query) in queries.iter().enumerate() {
+                let alone = &classifier.classify(&[*query]).unwrap()[0]["classification"];
+                let batched = &together[i]["classification"];
+                let diff = max_abs_diff(alone.probabilities.values(), batched.probabilities.values());
+                assert!(diff < 1e-5, "{name}: input {i} alone vs batched differs by {diff}");
+            }
+            let rebatched = classifier.classify(&queries).unwrap();
+            for (a, b) in rebatched.iter().zip(&together) {
+                let diff = max_abs_diff(a["classification"].probabilities.values(), b["classification"].probabilities.values());
+                assert!(diff < 1e-5, "{name}: batch size {batch_size} changes results by {diff}");
+            }
+        }
+    }
+}
+
+/// The padded part of a batch is really masked: changing the ids under the padding
+/// changes nothing in the real rows.
+#[test]
+fn padded_positions_are_ignored() {
+    let classifier = load(&fixture("tiny-bert")).unwrap();
+    let case = &reference("tiny-bert").cases[0];
+    let mask = tensor(&case.attention_mask);
+    let garbage: Vec<Vec<u32>> = case
+        .input_ids
+        .iter()
+        .zip(&case.attention_mask)
+        .map(|(ids, m)| ids.iter().zip(m).map(|(&id, &m)| if m == 1 { id } else { 7 }).collect())
+        .collect();
+    let run = |ids: &[Vec<u32>]| -> Vec<Vec<f32>> {
+        let input = EncoderInput {
+            input_ids: tensor(ids),
+            token_type_ids: tensor(&case.token_type_ids),
+            attention_mask: mask.clone(),
+        };
+        let model = classifier.model();
+        let hidden = model.encode(&input, false).unwrap();
+        model.head_logits(0, &hidden, &mask, false).unwrap().to_vec2().unwrap()
+    };
+    let diff = max_abs_diff(run(&case.input_ids).iter().flatten(), run(&garbage).iter().flatten());
+    assert!(diff < 1e-6, "padding content leaked into logits: {diff}");
+}
