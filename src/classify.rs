@@ -261,7 +261,10 @@ impl Classifier {
             vocab_size: enc.vocab_size,
             max_length: self.encoder.max_length(),
             parameters: self.report.parameters,
-            stored_dtype: self.report.stored_dtype.map(|d| format!("{d:?}").to_lowercase()),
+            stored_dtype: self
+                .report
+                .stored_dtype
+                .map(|d| format!("{d:?}").to_lowercase()),
             compute_dtype: format!("{:?}", self.dtype).to_lowercase(),
             heads: config.heads.clone(),
             unused_tensors: self.report.unused.clone(),
@@ -303,7 +306,11 @@ impl Classifier {
         let all_heads: Vec<usize> = (0..heads.len()).collect();
         for batch in self.batches(&jobs) {
             let items: Vec<&Encoded> = batch.iter().map(|j| &j.encoded).collect();
-            let input = pad_batch(&items, self.model.config().encoder.pad_token_id, &self.device)?;
+            let input = pad_batch(
+                &items,
+                self.model.config().encoder.pad_token_id,
+                &self.device,
+            )?;
             let output = self.model.forward_t(&input, &all_heads, false)?;
             for (head, logits) in output.logits {
                 let probs: Vec<Vec<f32>> = heads::probabilities(&logits)?.to_vec2()?;
@@ -332,16 +339,22 @@ impl Classifier {
         let mut out = Array2::zeros((texts.len(), hidden));
         for batch in self.batches(&jobs) {
             let items: Vec<&Encoded> = batch.iter().map(|j| &j.encoded).collect();
-            let input = pad_batch(&items, self.model.config().encoder.pad_token_id, &self.device)?;
+            let input = pad_batch(
+                &items,
+                self.model.config().encoder.pad_token_id,
+                &self.device,
+            )?;
             let states = self.model.encode(&input, false)?;
-            let mut pooled = ops::masked_mean(&states, &input.attention_mask)?.to_dtype(DType::F32)?;
+            let mut pooled =
+                ops::masked_mean(&states, &input.attention_mask)?.to_dtype(DType::F32)?;
             if normalize {
                 let norms = pooled.sqr()?.sum_keepdim(1)?.sqrt()?.maximum(1e-12)?;
                 pooled = pooled.broadcast_div(&norms)?;
             }
             for (i, job) in batch.iter().enumerate() {
                 let row: Vec<f32> = pooled.i(i)?.to_vec1()?;
-                out.row_mut(job.query).assign(&ndarray::ArrayView1::from(&row));
+                out.row_mut(job.query)
+                    .assign(&ndarray::ArrayView1::from(&row));
             }
         }
         Ok(out)
@@ -351,14 +364,19 @@ impl Classifier {
     fn jobs(&self, queries: &[Query]) -> Result<Vec<Job>> {
         let heads = self.heads();
         self.jobs_for(queries, |q| {
-            let mut readings: Vec<Reading> = heads.iter().filter_map(|h| reading(h.input, q)).collect();
+            let mut readings: Vec<Reading> =
+                heads.iter().filter_map(|h| reading(h.input, q)).collect();
             readings.sort_by_key(|r| *r as u8);
             readings.dedup();
             readings
         })
     }
 
-    fn jobs_for(&self, queries: &[Query], readings: impl Fn(&Query) -> Vec<Reading>) -> Result<Vec<Job>> {
+    fn jobs_for(
+        &self,
+        queries: &[Query],
+        readings: impl Fn(&Query) -> Vec<Reading>,
+    ) -> Result<Vec<Job>> {
         let mut jobs = Vec::new();
         for (index, query) in queries.iter().enumerate() {
             if query.text.trim().is_empty() {
@@ -380,7 +398,7 @@ impl Classifier {
                 };
                 let encoded = self
                     .encoder
-                    .encode(target, query.text)
+                    .encode_raw(target, query.text)
                     .map_err(|source| Error::Tokenize { index, source })?;
                 jobs.push(Job {
                     query: index,
@@ -406,10 +424,11 @@ impl Classifier {
 
 fn prediction(matrix: &HeadMatrix, row: usize) -> HeadPrediction {
     let probs = matrix.probabilities.row(row);
-    let (best, score) = probs
-        .iter()
-        .enumerate()
-        .fold((0, f32::NEG_INFINITY), |acc, (i, &p)| if p > acc.1 { (i, p) } else { acc });
+    let (best, score) =
+        probs.iter().enumerate().fold(
+            (0, f32::NEG_INFINITY),
+            |acc, (i, &p)| if p > acc.1 { (i, p) } else { acc },
+        );
     HeadPrediction {
         label: matrix.labels[best].clone(),
         score,
@@ -452,7 +471,8 @@ pub fn parse_device(spec: &str) -> Result<Device> {
         "metal" => {
             if !candle_core::utils::metal_is_available() {
                 return Err(Error::Unavailable(
-                    "Metal requested, but this build of standpoint lacks the `metal` feature".into(),
+                    "Metal requested, but this build of standpoint lacks the `metal` feature"
+                        .into(),
                 ));
             }
             Device::new_metal(ordinal)

@@ -110,7 +110,7 @@ pub enum Error {
     /// Tokenizing an input failed.
     #[error("input {index}: tokenization failed: {source}")]
     Tokenize {
-        /// Position of the input in the caller's slice.
+        /// Position of the input in the caller's slice (0 for a single input).
         index: usize,
         /// The tokenizers crate's error.
         source: tokenizers::Error,

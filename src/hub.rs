@@ -82,7 +82,12 @@ fn default_cache_dir() -> PathBuf {
 
 fn env_offline() -> bool {
     std::env::var("HF_HUB_OFFLINE")
-        .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+        .map(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "1" | "true" | "yes" | "on"
+            )
+        })
         .unwrap_or(false)
 }
 
@@ -156,7 +161,10 @@ pub fn resolve(reference: &str, options: &ResolveOptions) -> Result<ResolvedMode
 /// A file of `repo` in the cache: through the revision's ref, or directly in the
 /// snapshot folder when the revision is a commit hash.
 fn cached(cache_dir: &Path, repo: &Repo, file: &str) -> Option<PathBuf> {
-    if let Some(path) = Cache::new(cache_dir.to_path_buf()).repo(repo.clone()).get(file) {
+    if let Some(path) = Cache::new(cache_dir.to_path_buf())
+        .repo(repo.clone())
+        .get(file)
+    {
         return Some(path);
     }
     let snapshot = cache_dir
@@ -168,8 +176,9 @@ fn cached(cache_dir: &Path, repo: &Repo, file: &str) -> Option<PathBuf> {
 }
 
 fn download(cache_dir: &Path, repo: &Repo, file: &str) -> Result<PathBuf, String> {
-    let mut builder = hf_hub::api::sync::ApiBuilder::from_cache(Cache::new(cache_dir.to_path_buf()))
-        .with_progress(false);
+    let mut builder =
+        hf_hub::api::sync::ApiBuilder::from_cache(Cache::new(cache_dir.to_path_buf()))
+            .with_progress(false);
     if let Ok(endpoint) = std::env::var("HF_ENDPOINT") {
         builder = builder.with_endpoint(endpoint);
     }
@@ -189,8 +198,14 @@ mod tests {
     #[test]
     fn hub_ids_parse_with_and_without_revision() {
         assert_eq!(parse_hub_id("org/name"), Some(("org/name", None)));
-        assert_eq!(parse_hub_id("org/name@v1.0"), Some(("org/name", Some("v1.0"))));
-        assert_eq!(parse_hub_id("bert-base-uncased"), Some(("bert-base-uncased", None)));
+        assert_eq!(
+            parse_hub_id("org/name@v1.0"),
+            Some(("org/name", Some("v1.0")))
+        );
+        assert_eq!(
+            parse_hub_id("bert-base-uncased"),
+            Some(("bert-base-uncased", None))
+        );
         assert_eq!(parse_hub_id("a/b/c"), None);
         assert_eq!(parse_hub_id("./local"), None);
         assert_eq!(parse_hub_id("org/name@"), None);

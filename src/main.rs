@@ -13,7 +13,11 @@ use standpoint::records::{JsonlQueries, QueryRecord};
 use standpoint::{Classifier, ClassifierOptions, Prediction, Query, parse_device, parse_dtype};
 
 #[derive(Parser)]
-#[command(name = "standpoint", version, about = "Stance toward actors, and sentiment, for every sentence")]
+#[command(
+    name = "standpoint",
+    version,
+    about = "Stance toward actors, and sentiment, for every sentence"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -125,7 +129,7 @@ fn classify(args: &ClassifyArgs) -> Result<()> {
                     line: 0,
                 })
                 .collect();
-            write_predictions(&classifier, &records, &mut out)?;
+            write_predictions(&classifier, &records, "argument", &mut out)?;
         }
         Some(source) => {
             let (reader, name): (Box<dyn BufRead>, String) = if source == "-" {
@@ -139,19 +143,24 @@ fn classify(args: &ClassifyArgs) -> Result<()> {
             for record in JsonlQueries::new(reader, &name) {
                 chunk.push(record?);
                 if chunk.len() == CHUNK {
-                    write_predictions(&classifier, &chunk, &mut out)
-                        .with_context(|| format!("{name}"))?;
+                    write_predictions(&classifier, &chunk, &name, &mut out)?;
                     chunk.clear();
                 }
             }
-            write_predictions(&classifier, &chunk, &mut out).with_context(|| format!("{name}"))?;
+            write_predictions(&classifier, &chunk, &name, &mut out)?;
         }
     }
     Ok(out.finish()?)
 }
 
-/// Classifies `records` and writes one JSON line each, in input order.
-fn write_predictions(classifier: &Classifier, records: &[QueryRecord], out: &mut Sink) -> Result<()> {
+/// Classifies `records` and writes one JSON line each, in input order;
+/// `source` names where they came from in error messages.
+fn write_predictions(
+    classifier: &Classifier,
+    records: &[QueryRecord],
+    source: &str,
+    out: &mut Sink,
+) -> Result<()> {
     let queries: Vec<Query> = records
         .iter()
         .map(|r| Query {
@@ -160,8 +169,10 @@ fn write_predictions(classifier: &Classifier, records: &[QueryRecord], out: &mut
         })
         .collect();
     let predictions = classifier.classify(&queries).map_err(|e| match &e {
-        standpoint::Error::InvalidInput { index, reason } if records[*index].line > 0 => {
-            anyhow::anyhow!("line {}: {reason}", records[*index].line)
+        standpoint::Error::InvalidInput { index, reason } => {
+            let line = records[*index].line;
+            let at = if line > 0 { line } else { index + 1 };
+            anyhow::anyhow!("{source}:{at}: {reason}")
         }
         _ => e.into(),
     })?;
@@ -189,7 +200,11 @@ fn info(args: &InfoArgs) -> Result<()> {
     }
     writeln!(out, "source:        {}", info.source)?;
     if let Some(name) = &info.name {
-        let version = info.version.as_deref().map(|v| format!(" {v}")).unwrap_or_default();
+        let version = info
+            .version
+            .as_deref()
+            .map(|v| format!(" {v}"))
+            .unwrap_or_default();
         writeln!(out, "name:          {name}{version}")?;
     }
     writeln!(out, "architecture:  {}", info.architecture)?;
@@ -220,7 +235,12 @@ fn info(args: &InfoArgs) -> Result<()> {
         )?;
     }
     if !info.unused_tensors.is_empty() {
-        writeln!(out, "unused tensors ({}): {}", info.unused_tensors.len(), info.unused_tensors.join(", "))?;
+        writeln!(
+            out,
+            "unused tensors ({}): {}",
+            info.unused_tensors.len(),
+            info.unused_tensors.join(", ")
+        )?;
     }
     Ok(())
 }

@@ -89,9 +89,7 @@ impl Sink {
     /// Flushes stdout, or commits the file.
     pub fn finish(self) -> Result<()> {
         match self {
-            Sink::Stdout(mut out) => out
-                .flush()
-                .map_err(|e| Error::io("<stdout>", e)),
+            Sink::Stdout(mut out) => out.flush().map_err(|e| Error::io("<stdout>", e)),
             Sink::File(file) => file.commit(),
         }
     }

@@ -41,7 +41,11 @@ pub struct TextEncoder {
     max_length: usize,
 }
 
-fn with_truncation(mut tokenizer: Tokenizer, max_length: usize, strategy: TruncationStrategy) -> Result<Tokenizer, tokenizers::Error> {
+fn with_truncation(
+    mut tokenizer: Tokenizer,
+    max_length: usize,
+    strategy: TruncationStrategy,
+) -> Result<Tokenizer, tokenizers::Error> {
     tokenizer.with_padding(None);
     tokenizer.with_truncation(Some(TruncationParams {
         max_length,
@@ -76,7 +80,8 @@ impl TextEncoder {
             source,
         };
         let tokenizer = Tokenizer::from_file(path).map_err(load_error)?;
-        let build = |strategy| with_truncation(tokenizer.clone(), max_length, strategy).map_err(load_error);
+        let build =
+            |strategy| with_truncation(tokenizer.clone(), max_length, strategy).map_err(load_error);
         Ok(TextEncoder {
             texts: build(TruncationStrategy::LongestFirst)?,
             pairs: build(TruncationStrategy::OnlySecond)?,
@@ -96,7 +101,17 @@ impl TextEncoder {
     }
 
     /// Tokenizes `text`, or the pair (`target`, `text`) when a target is given.
-    pub fn encode(&self, target: Option<&str>, text: &str) -> Result<Encoded, tokenizers::Error> {
+    pub fn encode(&self, target: Option<&str>, text: &str) -> Result<Encoded> {
+        self.encode_raw(target, text)
+            .map_err(|source| Error::Tokenize { index: 0, source })
+    }
+
+    /// [`TextEncoder::encode`] with the tokenizers crate's error, for callers that add the index.
+    pub(crate) fn encode_raw(
+        &self,
+        target: Option<&str>,
+        text: &str,
+    ) -> Result<Encoded, tokenizers::Error> {
         let encoding = match target {
             None => self.texts.encode_fast(text, true)?,
             Some(target) => match self.pairs.encode_fast((target, text), true) {
@@ -113,7 +128,11 @@ impl TextEncoder {
 }
 
 /// Pads `items` to the longest of them and stacks them into `(batch, seq)` tensors.
-pub fn pad_batch(items: &[&Encoded], pad_id: u32, device: &Device) -> candle_core::Result<EncoderInput> {
+pub fn pad_batch(
+    items: &[&Encoded],
+    pad_id: u32,
+    device: &Device,
+) -> candle_core::Result<EncoderInput> {
     let seq = items.iter().map(|e| e.len()).max().unwrap_or(0);
     let batch = items.len();
     let mut ids = Vec::with_capacity(batch * seq);

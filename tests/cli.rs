@@ -24,7 +24,11 @@ fn standpoint(args: &[&str], stdin: Option<&[u8]>) -> Output {
 }
 
 fn json_lines(out: &Output) -> Vec<serde_json::Value> {
-    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout.clone())
         .unwrap()
         .lines()
@@ -38,25 +42,47 @@ fn model() -> String {
 
 #[test]
 fn classify_texts_prints_one_line_each_with_every_head() {
-    let texts = ["NATO has refused practical cooperation.", "There is an objective need for political dialogue."];
-    let out = standpoint(&["classify", "--model", &model(), "--target", "NATO", texts[0], texts[1]], None);
+    let texts = [
+        "NATO has refused practical cooperation.",
+        "There is an objective need for political dialogue.",
+    ];
+    let out = standpoint(
+        &[
+            "classify",
+            "--model",
+            &model(),
+            "--target",
+            "NATO",
+            texts[0],
+            texts[1],
+        ],
+        None,
+    );
     let rows = json_lines(&out);
     assert_eq!(rows.len(), 2);
     // Probabilities are written in the head's label order.
     let line = String::from_utf8(out.stdout.clone()).unwrap();
     let at = |label: &str| line.find(&format!("\"{label}\":0.")).unwrap();
-    assert!(at("against") < at("neutral") && at("neutral") < at("favor"), "{line}");
+    assert!(
+        at("against") < at("neutral") && at("neutral") < at("favor"),
+        "{line}"
+    );
     let lib = load(&fixture("tiny-bert")).unwrap();
     for (row, text) in rows.iter().zip(texts) {
         assert_eq!(row["text"], text);
         assert_eq!(row["target"], "NATO");
         let head = &row["predictions"]["classification"];
-        let want = &lib.classify(&[standpoint::Query::pair("NATO", text)]).unwrap()[0]["classification"];
+        let want = &lib
+            .classify(&[standpoint::Query::pair("NATO", text)])
+            .unwrap()[0]["classification"];
         assert_eq!(head["label"], want.label.as_str());
         let probs = head["probabilities"].as_object().unwrap();
         assert_eq!(probs.len(), 3);
         for (label, p) in &want.probabilities {
-            assert!((probs[label].as_f64().unwrap() as f32 - p).abs() < 1e-6, "{label}");
+            assert!(
+                (probs[label].as_f64().unwrap() as f32 - p).abs() < 1e-6,
+                "{label}"
+            );
         }
         assert_eq!(head["score"].as_f64().unwrap() as f32, want.score);
     }
@@ -73,14 +99,33 @@ fn classify_jsonl_keeps_order_ids_and_targets() {
     ];
     let mut input = String::new();
     for (i, text) in texts.iter().enumerate() {
-        let target = if i % 2 == 0 { ",\"target\":\"NATO\"" } else { "" };
-        input.push_str(&format!("{{\"id\":\"doc-{i}\",\"text\":{}{target},\"extra\":1}}\n\n", serde_json::json!(text)));
+        let target = if i % 2 == 0 {
+            ",\"target\":\"NATO\""
+        } else {
+            ""
+        };
+        input.push_str(&format!(
+            "{{\"id\":\"doc-{i}\",\"text\":{}{target},\"extra\":1}}\n\n",
+            serde_json::json!(text)
+        ));
     }
-    let from_stdin = json_lines(&standpoint(&["classify", "--model", &model(), "--input", "-"], Some(input.as_bytes())));
+    let from_stdin = json_lines(&standpoint(
+        &["classify", "--model", &model(), "--input", "-"],
+        Some(input.as_bytes()),
+    ));
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("rows.jsonl");
     std::fs::write(&file, &input).unwrap();
-    let from_file = json_lines(&standpoint(&["classify", "--model", &model(), "--input", file.to_str().unwrap()], None));
+    let from_file = json_lines(&standpoint(
+        &[
+            "classify",
+            "--model",
+            &model(),
+            "--input",
+            file.to_str().unwrap(),
+        ],
+        None,
+    ));
     assert_eq!(from_stdin, from_file);
     assert_eq!(from_file.len(), texts.len());
     for (i, row) in from_file.iter().enumerate() {
@@ -96,24 +141,49 @@ fn output_file_is_written_whole_or_not_at_all() {
     let out_path = tmp.path().join("out.jsonl");
     let input = tmp.path().join("rows.jsonl");
 
-    std::fs::write(&input, "{\"text\":\"Dialogue.\"}\n{\"text\":\"NATO refused.\"}\n").unwrap();
-    let args = ["classify", "--model", &model(), "--input", input.to_str().unwrap(), "--output", out_path.to_str().unwrap()];
+    std::fs::write(
+        &input,
+        "{\"text\":\"Dialogue.\"}\n{\"text\":\"NATO refused.\"}\n",
+    )
+    .unwrap();
+    let args = [
+        "classify",
+        "--model",
+        &model(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        out_path.to_str().unwrap(),
+    ];
     let out = standpoint(&args, None);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.stdout.is_empty());
-    assert_eq!(std::fs::read_to_string(&out_path).unwrap().lines().count(), 2);
+    assert_eq!(
+        std::fs::read_to_string(&out_path).unwrap().lines().count(),
+        2
+    );
 
     // A bad record after good ones: failure, and the earlier complete file is untouched.
     std::fs::write(&input, "{\"text\":\"Dialogue.\"}\n{\"text\": oops}\n").unwrap();
     let out = standpoint(&args, None);
     assert!(!out.status.success());
-    assert_eq!(std::fs::read_to_string(&out_path).unwrap().lines().count(), 2);
+    assert_eq!(
+        std::fs::read_to_string(&out_path).unwrap().lines().count(),
+        2
+    );
     let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .filter(|n| n.ends_with(".partial"))
         .collect();
-    assert!(leftovers.is_empty(), "temporary files left behind: {leftovers:?}");
+    assert!(
+        leftovers.is_empty(),
+        "temporary files left behind: {leftovers:?}"
+    );
 }
 
 #[test]
@@ -121,18 +191,42 @@ fn bad_records_name_file_and_line() {
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("rows.jsonl");
     let cases: [(&[u8], &str); 5] = [
-        (b"{\"text\":\"ok\"}\n{\"text\": oops}\n", ":2: invalid record"),
-        (b"{\"text\":\"ok\"}\n\n{\"txt\":\"typo\"}\n", ":3: invalid record: missing field `text`"),
-        (b"{\"text\":\"ok\"}\n{\"text\":\"bad \xff byte\"}\n", ":2: invalid UTF-8"),
-        (b"{\"text\":\"ok\"}\n{\"text\":\"   \"}\n", "line 2: empty text"),
+        (
+            b"{\"text\":\"ok\"}\n{\"text\": oops}\n",
+            ":2: invalid record",
+        ),
+        (
+            b"{\"text\":\"ok\"}\n\n{\"txt\":\"typo\"}\n",
+            ":3: invalid record: missing field `text`",
+        ),
+        (
+            b"{\"text\":\"ok\"}\n{\"text\":\"bad \xff byte\"}\n",
+            ":2: invalid UTF-8",
+        ),
+        (
+            b"{\"text\":\"ok\"}\n{\"text\":\"   \"}\n",
+            "rows.jsonl:2: empty text",
+        ),
         (b"{\"text\": 17}\n", ":1: invalid record"),
     ];
     for (content, expected) in cases {
         std::fs::write(&input, content).unwrap();
-        let out = standpoint(&["classify", "--model", &model(), "--input", input.to_str().unwrap()], None);
+        let out = standpoint(
+            &[
+                "classify",
+                "--model",
+                &model(),
+                "--input",
+                input.to_str().unwrap(),
+            ],
+            None,
+        );
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{stderr}");
-        assert!(stderr.contains(expected), "expected {expected:?} in {stderr:?}");
+        assert!(
+            stderr.contains(expected),
+            "expected {expected:?} in {stderr:?}"
+        );
         assert!(stderr.contains("rows.jsonl"), "{stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
@@ -140,11 +234,21 @@ fn bad_records_name_file_and_line() {
 
 #[test]
 fn info_describes_architecture_heads_and_size() {
-    let out = standpoint(&["info", "--model", &fixture("tiny-distilbert").to_string_lossy()], None);
+    let out = standpoint(
+        &[
+            "info",
+            "--model",
+            &fixture("tiny-distilbert").to_string_lossy(),
+        ],
+        None,
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(out.status.success());
     assert!(text.contains("architecture:  distilbert"), "{text}");
-    assert!(text.contains("2 layers, hidden 32, 4 attention heads, vocabulary 138"), "{text}");
+    assert!(
+        text.contains("2 layers, hidden 32, 4 attention heads, vocabulary 138"),
+        "{text}"
+    );
     assert!(text.contains("labels: against, neutral, favor"), "{text}");
     let params = load(&fixture("tiny-distilbert")).unwrap().info().parameters;
     assert!(text.contains(&format!("parameters:    {params}")), "{text}");
@@ -157,6 +261,16 @@ fn missing_model_is_an_error_not_a_panic() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr.contains("/no/such/model"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
-    let out = standpoint(&["classify", "--model", &model(), "--device", "cuda:0", "hello"], None);
+    let out = standpoint(
+        &[
+            "classify",
+            "--model",
+            &model(),
+            "--device",
+            "cuda:0",
+            "hello",
+        ],
+        None,
+    );
     assert_eq!(out.status.code(), Some(1));
 }

@@ -21,11 +21,22 @@ fn two_head_model() -> (tempfile::TempDir, std::path::PathBuf) {
     });
     let labels = |l: [&str; 3]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let heads = vec![
-        HeadSpec::new("stance", labels(["against", "neutral", "favor"]), HeadInput::Pair, HeadPooling::Pooler),
-        HeadSpec::new("sentiment", labels(["negative", "neutral", "positive"]), HeadInput::Text, HeadPooling::Pooler),
+        HeadSpec::new(
+            "stance",
+            labels(["against", "neutral", "favor"]),
+            HeadInput::Pair,
+            HeadPooling::Pooler,
+        ),
+        HeadSpec::new(
+            "sentiment",
+            labels(["negative", "neutral", "positive"]),
+            HeadInput::Text,
+            HeadPooling::Pooler,
+        ),
     ];
     edit_config(&dir, |c| {
-        c["standpoint"] = serde_json::json!({"format": 1, "name": "two-heads", "version": "0.1", "heads": heads});
+        c["standpoint"] =
+            serde_json::json!({"format": 1, "name": "two-heads", "version": "0.1", "heads": heads});
     });
     (tmp, dir)
 }
@@ -37,22 +48,44 @@ fn pair_and_text_heads_read_their_own_inputs() {
     let single = load(&fixture("tiny-bert")).unwrap();
     let text = "Moscow said cooperation with the alliance has completely ended.";
 
-    let got = both.classify(&[Query::pair("NATO", text), Query::text(text)]).unwrap();
+    let got = both
+        .classify(&[Query::pair("NATO", text), Query::text(text)])
+        .unwrap();
     let want_pair = &single.classify(&[Query::pair("NATO", text)]).unwrap()[0]["classification"];
     let want_text = &single.classify(&[Query::text(text)]).unwrap()[0]["classification"];
 
     assert_eq!(got[0].keys().collect::<Vec<_>>(), ["stance", "sentiment"]);
     let stance = &got[0]["stance"];
     let sentiment = &got[0]["sentiment"];
-    assert!(max_abs_diff(stance.probabilities.values(), want_pair.probabilities.values()) < 1e-6);
-    assert!(max_abs_diff(sentiment.probabilities.values(), want_text.probabilities.values()) < 1e-6);
-    assert_eq!(sentiment.probabilities.keys().collect::<Vec<_>>(), ["negative", "neutral", "positive"]);
+    assert!(
+        max_abs_diff(
+            stance.probabilities.values(),
+            want_pair.probabilities.values()
+        ) < 1e-6
+    );
+    assert!(
+        max_abs_diff(
+            sentiment.probabilities.values(),
+            want_text.probabilities.values()
+        ) < 1e-6
+    );
+    assert_eq!(
+        sentiment.probabilities.keys().collect::<Vec<_>>(),
+        ["negative", "neutral", "positive"]
+    );
     // The pair and the lone text really are different inputs.
-    assert!(max_abs_diff(stance.probabilities.values(), sentiment.probabilities.values()) > 1e-4);
+    assert!(
+        max_abs_diff(
+            stance.probabilities.values(),
+            sentiment.probabilities.values()
+        ) > 1e-4
+    );
 
     // Without a target the stance head does not apply.
     assert_eq!(got[1].keys().collect::<Vec<_>>(), ["sentiment"]);
-    let matrices = both.classify_matrices(&[Query::pair("NATO", text), Query::text(text)]).unwrap();
+    let matrices = both
+        .classify_matrices(&[Query::pair("NATO", text), Query::text(text)])
+        .unwrap();
     assert_eq!(matrices[0].head, "stance");
     assert_eq!(matrices[0].applied, [true, false]);
     assert!(matrices[0].probabilities.row(1).iter().all(|p| p.is_nan()));
@@ -80,7 +113,11 @@ fn config_round_trips_through_json() {
 fn mean_pooling_head_reads_the_masked_mean() {
     let (_tmp, dir) = copy_fixture("tiny-bert");
     let (weight, bias) = {
-        let t = candle_core::safetensors::load(dir.join("model.safetensors"), &candle_core::Device::Cpu).unwrap();
+        let t = candle_core::safetensors::load(
+            dir.join("model.safetensors"),
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
         let w: Vec<Vec<f32>> = t["classifier.weight"].to_vec2().unwrap();
         let b: Vec<f32> = t["classifier.bias"].to_vec1().unwrap();
         (w, b)
@@ -88,21 +125,31 @@ fn mean_pooling_head_reads_the_masked_mean() {
     edit_config(&dir, |c| {
         let head = HeadSpec {
             tensor_prefix: String::new(),
-            ..HeadSpec::new("stance", vec!["a".into(), "b".into(), "c".into()], HeadInput::Auto, HeadPooling::Mean)
+            ..HeadSpec::new(
+                "stance",
+                vec!["a".into(), "b".into(), "c".into()],
+                HeadInput::Auto,
+                HeadPooling::Mean,
+            )
         };
         c["standpoint"] = serde_json::json!({"heads": [head]});
     });
     let classifier = load(&dir).unwrap();
     let texts = ["NATO has refused practical cooperation.", "Dialogue."];
     let pooled = classifier.embed(&texts, false).unwrap();
-    let got = classifier.classify(&[Query::text(texts[0]), Query::text(texts[1])]).unwrap();
+    let got = classifier
+        .classify(&[Query::text(texts[0]), Query::text(texts[1])])
+        .unwrap();
     for (i, prediction) in got.iter().enumerate() {
         let logits: Vec<f32> = weight
             .iter()
             .zip(&bias)
             .map(|(w, b)| w.iter().zip(pooled.row(i)).map(|(w, x)| w * x).sum::<f32>() + b)
             .collect();
-        let diff = max_abs_diff(prediction["stance"].probabilities.values(), &softmax(&logits));
+        let diff = max_abs_diff(
+            prediction["stance"].probabilities.values(),
+            &softmax(&logits),
+        );
         assert!(diff < 1e-5, "mean-pooled head differs by {diff}");
     }
 }
@@ -119,9 +166,14 @@ fn invalid_head_descriptions_are_rejected() {
         ]),
     ] {
         let (_tmp, dir) = copy_fixture("tiny-bert");
-        edit_config(&dir, |c| c["standpoint"] = serde_json::json!({"heads": heads}));
+        edit_config(&dir, |c| {
+            c["standpoint"] = serde_json::json!({"heads": heads})
+        });
         let err = load(&dir).unwrap_err();
-        assert!(matches!(err, standpoint::Error::InvalidConfig { .. }), "{heads}: {err:?}");
+        assert!(
+            matches!(err, standpoint::Error::InvalidConfig { .. }),
+            "{heads}: {err:?}"
+        );
     }
 }
 

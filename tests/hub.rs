@@ -61,8 +61,13 @@ fn hub_ids_resolve_from_the_cache() {
     };
     let classifier = Classifier::load("standpoint/tiny-bert", &options).unwrap();
     assert_eq!(classifier.info().source, "standpoint/tiny-bert@main");
-    let from_hub = classifier.classify(&[standpoint::Query::text("Dialogue.")]).unwrap();
-    let from_dir = load(&fixture("tiny-bert")).unwrap().classify(&[standpoint::Query::text("Dialogue.")]).unwrap();
+    let from_hub = classifier
+        .classify(&[standpoint::Query::text("Dialogue.")])
+        .unwrap();
+    let from_dir = load(&fixture("tiny-bert"))
+        .unwrap()
+        .classify(&[standpoint::Query::text("Dialogue.")])
+        .unwrap();
     assert_eq!(from_hub, from_dir);
 }
 
@@ -72,7 +77,10 @@ fn absent_from_cache_while_offline_is_a_clear_error() {
     lay_out_cache(tmp.path());
     for reference in ["standpoint/other-model", "standpoint/tiny-bert@v2"] {
         match resolve(reference, &offline(tmp.path())) {
-            Err(Error::Resolve { reference: r, reason }) => {
+            Err(Error::Resolve {
+                reference: r,
+                reason,
+            }) => {
                 assert_eq!(r, reference);
                 assert!(reason.contains("offline"), "{reason}");
                 assert!(reason.contains("config.json"), "{reason}");
@@ -100,7 +108,11 @@ fn cli_honours_hf_home_and_hf_hub_offline() {
         .env_remove("HF_HUB_CACHE")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(info["source"], "standpoint/tiny-bert@main");
     assert_eq!(info["architecture"], "bert");

@@ -11,7 +11,13 @@ fn probabilities(classifier: &standpoint::Classifier, queries: &[Query]) -> Vec<
         .classify(queries)
         .unwrap()
         .iter()
-        .flat_map(|p| p["classification"].probabilities.values().copied().collect::<Vec<_>>())
+        .flat_map(|p| {
+            p["classification"]
+                .probabilities
+                .values()
+                .copied()
+                .collect::<Vec<_>>()
+        })
         .collect()
 }
 
@@ -26,11 +32,14 @@ fn sample_queries() -> Vec<Query<'static>> {
 fn base_checkpoint_without_prefix_loads_as_the_encoder() {
     for name in TINY_MODELS {
         let (_tmp, dir) = copy_fixture(name);
-        let prefix = format!("{}.", match name {
-            "tiny-bert" => "bert",
-            "tiny-distilbert" => "distilbert",
-            _ => "roberta",
-        });
+        let prefix = format!(
+            "{}.",
+            match name {
+                "tiny-bert" => "bert",
+                "tiny-distilbert" => "distilbert",
+                _ => "roberta",
+            }
+        );
         // A base-model save: encoder tensors without the prefix, no classifier.
         edit_weights(&dir, |tensors| {
             let old = std::mem::take(tensors);
@@ -48,8 +57,14 @@ fn base_checkpoint_without_prefix_loads_as_the_encoder() {
         assert!(bare.load_report().added_prefix, "{name}");
         let full = load(&fixture(name)).unwrap();
         let texts = ["NATO has refused practical cooperation.", "Dialogue."];
-        let diff = max_abs_diff(bare.embed(&texts, false).unwrap().iter(), full.embed(&texts, false).unwrap().iter());
-        assert_eq!(diff, 0.0, "{name}: stripped checkpoint gives other hidden states");
+        let diff = max_abs_diff(
+            bare.embed(&texts, false).unwrap().iter(),
+            full.embed(&texts, false).unwrap().iter(),
+        );
+        assert_eq!(
+            diff, 0.0,
+            "{name}: stripped checkpoint gives other hidden states"
+        );
         let err = bare.classify(&sample_queries()).unwrap_err();
         assert!(err.to_string().contains("no classification heads"), "{err}");
     }
@@ -59,11 +74,18 @@ fn base_checkpoint_without_prefix_loads_as_the_encoder() {
 fn unused_tensors_are_reported_by_name() {
     // The classification checkpoint read as a bare encoder leaves its head unused.
     let (_tmp, dir) = copy_fixture("tiny-distilbert");
-    edit_config(&dir, |c| c["architectures"] = serde_json::json!(["DistilBertModel"]));
+    edit_config(&dir, |c| {
+        c["architectures"] = serde_json::json!(["DistilBertModel"])
+    });
     let report = load(&dir).unwrap().load_report().clone();
     assert_eq!(
         report.unused,
-        ["classifier.bias", "classifier.weight", "pre_classifier.bias", "pre_classifier.weight"]
+        [
+            "classifier.bias",
+            "classifier.weight",
+            "pre_classifier.bias",
+            "pre_classifier.weight"
+        ]
     );
     assert!(!report.added_prefix);
 }
@@ -72,10 +94,14 @@ fn unused_tensors_are_reported_by_name() {
 fn classification_checkpoint_keeps_its_labels() {
     let (_tmp, dir) = copy_fixture("tiny-roberta");
     edit_config(&dir, |c| {
-        c["id2label"] = serde_json::json!({"0": "hostile", "1": "neutral", "2": "open_to_dialogue"});
+        c["id2label"] =
+            serde_json::json!({"0": "hostile", "1": "neutral", "2": "open_to_dialogue"});
     });
     let classifier = load(&dir).unwrap();
-    assert_eq!(classifier.heads()[0].labels, ["hostile", "neutral", "open_to_dialogue"]);
+    assert_eq!(
+        classifier.heads()[0].labels,
+        ["hostile", "neutral", "open_to_dialogue"]
+    );
     let prediction = &classifier.classify(&sample_queries()).unwrap()[0]["classification"];
     assert_eq!(
         prediction.probabilities.keys().collect::<Vec<_>>(),
@@ -103,7 +129,10 @@ fn half_precision_weights_load_and_compute() {
             let got = probabilities(&classifier, &sample_queries());
             // bf16 keeps 8 bits of mantissa: ~1e-2 on probabilities is its resolution.
             let diff = max_abs_diff(&got, &reference);
-            assert!(diff < 2e-2, "stored {stored:?}, compute {compute:?}: differs by {diff}");
+            assert!(
+                diff < 2e-2,
+                "stored {stored:?}, compute {compute:?}: differs by {diff}"
+            );
         }
     }
 }
@@ -114,7 +143,9 @@ fn legacy_layernorm_names_load() {
     edit_weights(&dir, |tensors| {
         let old = std::mem::take(tensors);
         for (k, v) in old {
-            let k = k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta");
+            let k = k
+                .replace("LayerNorm.weight", "LayerNorm.gamma")
+                .replace("LayerNorm.bias", "LayerNorm.beta");
             tensors.insert(k, v);
         }
     });
@@ -178,7 +209,13 @@ fn missing_tensors_are_listed_by_name() {
     });
     match load(&dir) {
         Err(Error::MissingTensors { names, path }) => {
-            assert_eq!(names, ["bert.encoder.layer.1.output.dense.weight", "classifier.bias"]);
+            assert_eq!(
+                names,
+                [
+                    "bert.encoder.layer.1.output.dense.weight",
+                    "classifier.bias"
+                ]
+            );
             assert_eq!(path, dir.join("model.safetensors"));
         }
         other => panic!("expected MissingTensors, got {other:?}"),
@@ -193,7 +230,12 @@ fn wrong_shape_names_the_tensor() {
         tensors.insert("classifier.weight".into(), t);
     });
     match load(&dir) {
-        Err(Error::ShapeMismatch { tensor, expected, found, .. }) => {
+        Err(Error::ShapeMismatch {
+            tensor,
+            expected,
+            found,
+            ..
+        }) => {
             assert_eq!(tensor, "classifier.weight");
             assert_eq!(expected, [3, 32]);
             assert_eq!(found, [2, 32]);
@@ -209,7 +251,9 @@ fn integer_weights_are_rejected() {
         let t = tensors["classifier.bias"].to_dtype(DType::I64).unwrap();
         tensors.insert("classifier.bias".into(), t);
     });
-    assert!(matches!(load(&dir), Err(Error::UnsupportedDtype { ref tensor, .. }) if tensor == "classifier.bias"));
+    assert!(
+        matches!(load(&dir), Err(Error::UnsupportedDtype { ref tensor, .. }) if tensor == "classifier.bias")
+    );
 }
 
 #[test]
@@ -224,7 +268,9 @@ fn truncated_or_garbage_safetensors_is_reported() {
         let (_tmp, dir) = copy_fixture("tiny-bert");
         std::fs::write(dir.join("model.safetensors"), content).unwrap();
         match load(&dir) {
-            Err(Error::CorruptWeights { path, .. }) => assert_eq!(path, dir.join("model.safetensors"), "{what}"),
+            Err(Error::CorruptWeights { path, .. }) => {
+                assert_eq!(path, dir.join("model.safetensors"), "{what}")
+            }
             other => panic!("{what}: expected CorruptWeights, got {other:?}"),
         }
     }
@@ -247,11 +293,16 @@ fn tokenizer_larger_than_the_vocabulary_is_rejected() {
     let (_tmp, dir) = copy_fixture("tiny-bert");
     edit_config(&dir, |c| c["vocab_size"] = 100.into());
     edit_weights(&dir, |t| {
-        let w = t["bert.embeddings.word_embeddings.weight"].narrow(0, 0, 100).unwrap();
+        let w = t["bert.embeddings.word_embeddings.weight"]
+            .narrow(0, 0, 100)
+            .unwrap();
         t.insert("bert.embeddings.word_embeddings.weight".into(), w);
     });
     let err = load(&dir).unwrap_err();
-    assert!(matches!(err, Error::InvalidConfig { ref key, .. } if key == "vocab_size"), "{err:?}");
+    assert!(
+        matches!(err, Error::InvalidConfig { ref key, .. } if key == "vocab_size"),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -281,9 +332,18 @@ fn long_inputs_are_truncated_keeping_the_target() {
     let plain_target = encoder.encode(None, "NATO").unwrap();
     // [CLS] NATO [SEP] survives whole; the text is what gets cut.
     assert_eq!(pair.ids[..plain_target.len()], plain_target.ids[..]);
-    assert_eq!(encoder.encode(Some(&long_target), "short text").unwrap().len(), 64);
+    assert_eq!(
+        encoder
+            .encode(Some(&long_target), "short text")
+            .unwrap()
+            .len(),
+        64
+    );
     let predictions = classifier
-        .classify(&[Query::pair("NATO", &long_text), Query::pair(&long_target, "short text")])
+        .classify(&[
+            Query::pair("NATO", &long_text),
+            Query::pair(&long_target, "short text"),
+        ])
         .unwrap();
     assert_eq!(predictions.len(), 2);
 }

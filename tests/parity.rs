@@ -26,11 +26,22 @@ fn check_model(name: &str) {
 
         // Tokenization: same ids (and segment ids where the model has token types).
         for (i, query) in case.queries().iter().enumerate() {
-            let encoded = classifier.text_encoder().encode(query.target, query.text).unwrap();
+            let encoded = classifier
+                .text_encoder()
+                .encode(query.target, query.text)
+                .unwrap();
             let real = case.attention_mask[i].iter().filter(|&&m| m == 1).count();
-            assert_eq!(encoded.ids, case.input_ids[i][..real], "{what}: ids of input {i}");
+            assert_eq!(
+                encoded.ids,
+                case.input_ids[i][..real],
+                "{what}: ids of input {i}"
+            );
             if model.config().encoder.architecture == Architecture::Bert {
-                assert_eq!(encoded.type_ids, case.token_type_ids[i][..real], "{what}: type ids of input {i}");
+                assert_eq!(
+                    encoded.type_ids,
+                    case.token_type_ids[i][..real],
+                    "{what}: type ids of input {i}"
+                );
             }
         }
 
@@ -42,25 +53,44 @@ fn check_model(name: &str) {
         };
         let hidden = model.encode(&input, false).unwrap();
         let ours: Vec<Vec<Vec<f32>>> = hidden.to_vec3().unwrap();
-        let diff = max_abs_diff(ours.iter().flatten().flatten(), case.last_hidden_state.iter().flatten().flatten());
-        assert!(diff < TOLERANCE, "{what}: last hidden state differs by {diff}");
+        let diff = max_abs_diff(
+            ours.iter().flatten().flatten(),
+            case.last_hidden_state.iter().flatten().flatten(),
+        );
+        assert!(
+            diff < TOLERANCE,
+            "{what}: last hidden state differs by {diff}"
+        );
 
-        let pooled: Vec<Vec<f32>> =
-            model.head_features(0, &hidden, &input.attention_mask, false).unwrap().to_vec2().unwrap();
+        let pooled: Vec<Vec<f32>> = model
+            .head_features(0, &hidden, &input.attention_mask, false)
+            .unwrap()
+            .to_vec2()
+            .unwrap();
         let diff = max_abs_diff(pooled.iter().flatten(), case.pooled.iter().flatten());
         assert!(diff < TOLERANCE, "{what}: pooled output differs by {diff}");
 
-        let logits: Vec<Vec<f32>> =
-            model.head_logits(0, &hidden, &input.attention_mask, false).unwrap().to_vec2().unwrap();
+        let logits: Vec<Vec<f32>> = model
+            .head_logits(0, &hidden, &input.attention_mask, false)
+            .unwrap()
+            .to_vec2()
+            .unwrap();
         let diff = max_abs_diff(logits.iter().flatten(), case.logits.iter().flatten());
         assert!(diff < TOLERANCE, "{what}: logits differ by {diff}");
 
         // The public API end to end: its own tokenization, sorting and padding.
         let predictions = classifier.classify(&case.queries()).unwrap();
         for (i, prediction) in predictions.iter().enumerate() {
-            let got: Vec<f32> = prediction["classification"].probabilities.values().copied().collect();
+            let got: Vec<f32> = prediction["classification"]
+                .probabilities
+                .values()
+                .copied()
+                .collect();
             let diff = max_abs_diff(&got, &softmax(&case.logits[i]));
-            assert!(diff < TOLERANCE, "{what}: probabilities of input {i} differ by {diff}");
+            assert!(
+                diff < TOLERANCE,
+                "{what}: probabilities of input {i} differ by {diff}"
+            );
         }
     }
 }
@@ -93,17 +123,28 @@ fn batch_composition_does_not_change_results() {
                 batch_size,
                 ..ClassifierOptions::default()
             };
-            let classifier = standpoint::Classifier::load(fixture(name).to_str().unwrap(), &options).unwrap();
+            let classifier =
+                standpoint::Classifier::load(fixture(name).to_str().unwrap(), &options).unwrap();
             for (i, query) in queries.iter().enumerate() {
                 let alone = &classifier.classify(&[*query]).unwrap()[0]["classification"];
                 let batched = &together[i]["classification"];
-                let diff = max_abs_diff(alone.probabilities.values(), batched.probabilities.values());
-                assert!(diff < 1e-5, "{name}: input {i} alone vs batched differs by {diff}");
+                let diff =
+                    max_abs_diff(alone.probabilities.values(), batched.probabilities.values());
+                assert!(
+                    diff < 1e-5,
+                    "{name}: input {i} alone vs batched differs by {diff}"
+                );
             }
             let rebatched = classifier.classify(&queries).unwrap();
             for (a, b) in rebatched.iter().zip(&together) {
-                let diff = max_abs_diff(a["classification"].probabilities.values(), b["classification"].probabilities.values());
-                assert!(diff < 1e-5, "{name}: batch size {batch_size} changes results by {diff}");
+                let diff = max_abs_diff(
+                    a["classification"].probabilities.values(),
+                    b["classification"].probabilities.values(),
+                );
+                assert!(
+                    diff < 1e-5,
+                    "{name}: batch size {batch_size} changes results by {diff}"
+                );
             }
         }
     }
@@ -120,7 +161,12 @@ fn padded_positions_are_ignored() {
         .input_ids
         .iter()
         .zip(&case.attention_mask)
-        .map(|(ids, m)| ids.iter().zip(m).map(|(&id, &m)| if m == 1 { id } else { 7 }).collect())
+        .map(|(ids, m)| {
+            ids.iter()
+                .zip(m)
+                .map(|(&id, &m)| if m == 1 { id } else { 7 })
+                .collect()
+        })
         .collect();
     let run = |ids: &[Vec<u32>]| -> Vec<Vec<f32>> {
         let input = EncoderInput {
@@ -130,8 +176,15 @@ fn padded_positions_are_ignored() {
         };
         let model = classifier.model();
         let hidden = model.encode(&input, false).unwrap();
-        model.head_logits(0, &hidden, &mask, false).unwrap().to_vec2().unwrap()
+        model
+            .head_logits(0, &hidden, &mask, false)
+            .unwrap()
+            .to_vec2()
+            .unwrap()
     };
-    let diff = max_abs_diff(run(&case.input_ids).iter().flatten(), run(&garbage).iter().flatten());
+    let diff = max_abs_diff(
+        run(&case.input_ids).iter().flatten(),
+        run(&garbage).iter().flatten(),
+    );
     assert!(diff < 1e-6, "padding content leaked into logits: {diff}");
 }

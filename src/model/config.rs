@@ -294,7 +294,11 @@ impl ModelConfig {
 fn validate_heads(heads: &[HeadSpec], path: &Path) -> Result<()> {
     for (i, head) in heads.iter().enumerate() {
         if head.name.is_empty() {
-            return Err(Error::config(path, "standpoint.heads", "a head has an empty name"));
+            return Err(Error::config(
+                path,
+                "standpoint.heads",
+                "a head has an empty name",
+            ));
         }
         if heads[..i].iter().any(|h| h.name == head.name) {
             return Err(Error::config(
@@ -398,7 +402,9 @@ impl Keys<'_> {
             other => Err(Error::config(
                 self.path,
                 key,
-                format!("activation {other:?} is not supported (gelu, gelu_new, gelu_pytorch_tanh, relu)"),
+                format!(
+                    "activation {other:?} is not supported (gelu, gelu_new, gelu_pytorch_tanh, relu)"
+                ),
             )),
         }
     }
@@ -418,7 +424,11 @@ impl Keys<'_> {
             Some(_) => self.probability("classifier_dropout", 0.1)?,
             None => hidden_dropout,
         };
-        let default_pad = if architecture == Architecture::Roberta { 1 } else { 0 };
+        let default_pad = if architecture == Architecture::Roberta {
+            1
+        } else {
+            0
+        };
         let config = EncoderConfig {
             architecture,
             vocab_size: self.positive("vocab_size", None)?,
@@ -479,7 +489,11 @@ impl Keys<'_> {
             ));
         }
         if config.pad_token_id as usize >= config.vocab_size {
-            return Err(Error::config(self.path, "pad_token_id", "outside the vocabulary"));
+            return Err(Error::config(
+                self.path,
+                "pad_token_id",
+                "outside the vocabulary",
+            ));
         }
         Ok(())
     }
@@ -501,17 +515,25 @@ impl Keys<'_> {
             Some(Value::Object(map)) => {
                 let mut pairs = Vec::with_capacity(map.len());
                 for (id, label) in map {
-                    let id: usize = id
-                        .parse()
-                        .map_err(|_| Error::config(self.path, "id2label", format!("key {id:?} is not an integer")))?;
-                    let label = label
-                        .as_str()
-                        .ok_or_else(|| Error::config(self.path, "id2label", "labels must be strings"))?;
+                    let id: usize = id.parse().map_err(|_| {
+                        Error::config(
+                            self.path,
+                            "id2label",
+                            format!("key {id:?} is not an integer"),
+                        )
+                    })?;
+                    let label = label.as_str().ok_or_else(|| {
+                        Error::config(self.path, "id2label", "labels must be strings")
+                    })?;
                     pairs.push((id, label.to_string()));
                 }
                 pairs.sort();
                 if pairs.iter().enumerate().any(|(i, (id, _))| *id != i) {
-                    return Err(Error::config(self.path, "id2label", "ids must be 0..n without gaps"));
+                    return Err(Error::config(
+                        self.path,
+                        "id2label",
+                        "ids must be 0..n without gaps",
+                    ));
                 }
                 pairs.into_iter().map(|(_, l)| l).collect()
             }

@@ -125,7 +125,9 @@ impl Embeddings {
 
     fn forward(&self, input: &EncoderInput, train: bool) -> Result<Tensor> {
         let mut x = self.words.forward(&input.input_ids)?;
-        x = (x + self.positions.forward(&self.position_ids(&input.input_ids)?)?)?;
+        x = (x + self
+            .positions
+            .forward(&self.position_ids(&input.input_ids)?)?)?;
         if let Some(token_types) = &self.token_types {
             // A single-row table (RoBERTa) has only segment 0, whatever the tokenizer says.
             let ids = if token_types.embeddings().dim(0)? == 1 {

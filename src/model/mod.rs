@@ -115,7 +115,12 @@ impl Model {
         let hidden = self.encode(input, train)?;
         let logits = heads
             .iter()
-            .map(|&h| Ok((h, self.head_logits(h, &hidden, &input.attention_mask, train)?)))
+            .map(|&h| {
+                Ok((
+                    h,
+                    self.head_logits(h, &hidden, &input.attention_mask, train)?,
+                ))
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(ModelOutput { hidden, logits })
     }

@@ -95,18 +95,19 @@ impl SimpleBackend for Recorder {
             });
             return placeholder();
         }
-        ckpt.parameters.fetch_add(shape.elem_count(), Ordering::Relaxed);
+        ckpt.parameters
+            .fetch_add(shape.elem_count(), Ordering::Relaxed);
         ckpt.file.load(stored, dev)?.to_dtype(dtype)
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        let stored = self
-            .0
-            .stored_name
-            .get(name)
-            .ok_or_else(|| candle_core::Error::CannotFindTensor {
-                path: name.to_string(),
-            })?;
+        let stored =
+            self.0
+                .stored_name
+                .get(name)
+                .ok_or_else(|| candle_core::Error::CannotFindTensor {
+                    path: name.to_string(),
+                })?;
         self.0.file.load(stored, dev)?.to_dtype(dtype)
     }
 
@@ -167,7 +168,9 @@ fn open(path: &Path) -> Result<MmapedSafetensors> {
     if !path.is_file() {
         return Err(Error::MissingFile {
             path: path.to_path_buf(),
-            hint: Some("a model folder needs config.json, model.safetensors and tokenizer.json".into()),
+            hint: Some(
+                "a model folder needs config.json, model.safetensors and tokenizer.json".into(),
+            ),
         });
     }
     // SAFETY: the file is mapped read-only; like every mmap-based loader (transformers,

@@ -11,7 +11,9 @@ use serde::Deserialize;
 pub const TINY_MODELS: [&str; 3] = ["tiny-bert", "tiny-distilbert", "tiny-roberta"];
 
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 /// Reference outputs of transformers for one tiny model (`tests/fixtures/expected/<model>.json`).
@@ -62,11 +64,17 @@ pub fn softmax(row: &[f32]) -> Vec<f32> {
 }
 
 /// Largest absolute difference between two equally long sequences.
-pub fn max_abs_diff<'a>(a: impl IntoIterator<Item = &'a f32>, b: impl IntoIterator<Item = &'a f32>) -> f32 {
+pub fn max_abs_diff<'a>(
+    a: impl IntoIterator<Item = &'a f32>,
+    b: impl IntoIterator<Item = &'a f32>,
+) -> f32 {
     let a: Vec<f32> = a.into_iter().copied().collect();
     let b: Vec<f32> = b.into_iter().copied().collect();
     assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// A copy of fixture `name` in a fresh temporary folder (returned first, to keep it alive).
@@ -99,5 +107,8 @@ pub fn edit_config(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
 }
 
 pub fn load(dir: &Path) -> standpoint::Result<standpoint::Classifier> {
-    standpoint::Classifier::load(dir.to_str().unwrap(), &standpoint::ClassifierOptions::default())
+    standpoint::Classifier::load(
+        dir.to_str().unwrap(),
+        &standpoint::ClassifierOptions::default(),
+    )
 }
