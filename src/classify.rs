@@ -187,7 +187,10 @@ impl Classifier {
 
     fn from_dir(dir: &Path, source: ModelSource, options: &ClassifierOptions) -> Result<Self> {
         if options.batch_size == 0 {
-            return Err(Error::Unavailable("batch size must be at least 1".into()));
+            return Err(Error::InvalidOption {
+                option: "batch_size",
+                reason: "must be at least 1".into(),
+            });
         }
         let config = ModelConfig::from_file(&config_path(dir))?;
         let dtype = options.dtype.unwrap_or(DType::F32);

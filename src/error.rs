@@ -145,6 +145,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// An option value is out of range.
+    #[error("invalid {option}: {reason}")]
+    InvalidOption {
+        /// The option, e.g. `max_length`.
+        option: &'static str,
+        /// Why the value was rejected.
+        reason: String,
+    },
+
     /// A requested device or dtype is not available in this build or on this machine.
     #[error("{0}")]
     Unavailable(String),

@@ -38,3 +38,8 @@ pub use classify::{
 pub use error::{Error, Result};
 pub use model::{Architecture, HeadInput, HeadPooling, HeadSpec, Model, ModelConfig};
 pub use tokenize::TextEncoder;
+
+/// Compiles the Rust examples of README.md as doctests, so the README cannot drift.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -3,7 +3,9 @@
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
-use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+use tokenizers::{
+    PostProcessor, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy,
+};
 
 use crate::error::{Error, Result};
 use crate::model::EncoderInput;
@@ -80,6 +82,20 @@ impl TextEncoder {
             source,
         };
         let tokenizer = Tokenizer::from_file(path).map_err(load_error)?;
+        // The tokenizers crate underflows when the limit cannot hold the special tokens
+        // plus one token of each sequence; refuse such limits up front.
+        let specials = tokenizer
+            .get_post_processor()
+            .map_or(0, |p| p.added_tokens(true));
+        if max_length < specials + 2 {
+            return Err(Error::InvalidOption {
+                option: "max_length",
+                reason: format!(
+                    "{max_length} tokens cannot hold a pair: this tokenizer adds {specials} special tokens, so at least {} are needed",
+                    specials + 2
+                ),
+            });
+        }
         let build =
             |strategy| with_truncation(tokenizer.clone(), max_length, strategy).map_err(load_error);
         Ok(TextEncoder {
@@ -112,6 +128,8 @@ impl TextEncoder {
         target: Option<&str>,
         text: &str,
     ) -> Result<Encoded, tokenizers::Error> {
+        let text = self.pre_cut(text);
+        let target = target.map(|t| self.pre_cut(t));
         let encoding = match target {
             None => self.texts.encode_fast(text, true)?,
             Some(target) => match self.pairs.encode_fast((target, text), true) {
@@ -126,6 +144,23 @@ impl TextEncoder {
         })
     }
 }
+
+impl TextEncoder {
+    /// Cuts `text` to a length that still yields more than `max_length` tokens, so a
+    /// multi-megabyte input costs no more to tokenize than a long paragraph. A token spans at
+    /// most [`CHARS_PER_TOKEN_BOUND`] characters in practice (WordPiece maps longer words to
+    /// `[UNK]`), so the cut never changes the truncated encoding of real text.
+    fn pre_cut<'t>(&self, text: &'t str) -> &'t str {
+        let budget = self.max_length.saturating_mul(CHARS_PER_TOKEN_BOUND);
+        match text.char_indices().nth(budget) {
+            Some((end, _)) => &text[..end],
+            None => text,
+        }
+    }
+}
+
+/// Upper bound on the characters one token covers, used by the pre-cut of huge inputs.
+pub const CHARS_PER_TOKEN_BOUND: usize = 128;
 
 /// Pads `items` to the longest of them and stacks them into `(batch, seq)` tensors.
 pub fn pad_batch(

@@ -332,6 +332,11 @@ fn long_inputs_are_truncated_keeping_the_target() {
     let plain_target = encoder.encode(None, "NATO").unwrap();
     // [CLS] NATO [SEP] survives whole; the text is what gets cut.
     assert_eq!(pair.ids[..plain_target.len()], plain_target.ids[..]);
+    // Cutting a huge input early (to bound tokenization cost) keeps the same encoding.
+    assert_eq!(
+        pair,
+        encoder.encode(Some("NATO"), &long_text[..2000]).unwrap()
+    );
     assert_eq!(
         encoder
             .encode(Some(&long_target), "short text")
@@ -358,4 +363,99 @@ fn unknown_device_or_dtype_is_a_clear_error() {
         assert!(err.contains("cuda"), "{err}");
     }
     assert!(standpoint::parse_dtype("f8").is_err());
+}
+
+#[test]
+fn impossible_options_are_rejected() {
+    for max_length in [0, 1, 4] {
+        let options = ClassifierOptions {
+            max_length: Some(max_length),
+            ..Default::default()
+        };
+        let err = standpoint::Classifier::load(fixture("tiny-bert").to_str().unwrap(), &options)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidOption {
+                    option: "max_length",
+                    ..
+                }
+            ),
+            "{max_length}: {err:?}"
+        );
+    }
+    // The smallest workable limit: [CLS] target [SEP] text [SEP].
+    let options = ClassifierOptions {
+        max_length: Some(5),
+        ..Default::default()
+    };
+    let classifier =
+        standpoint::Classifier::load(fixture("tiny-bert").to_str().unwrap(), &options).unwrap();
+    let long = "NATO has refused practical cooperation with the alliance.";
+    assert_eq!(
+        classifier
+            .text_encoder()
+            .encode(Some("NATO"), long)
+            .unwrap()
+            .len(),
+        5
+    );
+    assert_eq!(
+        classifier
+            .text_encoder()
+            .encode(Some("the alliance"), long)
+            .unwrap()
+            .len(),
+        5
+    );
+    assert_eq!(
+        classifier.text_encoder().encode(None, long).unwrap().len(),
+        5
+    );
+    let options = ClassifierOptions {
+        batch_size: 0,
+        ..Default::default()
+    };
+    let err =
+        standpoint::Classifier::load(fixture("tiny-bert").to_str().unwrap(), &options).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidOption {
+                option: "batch_size",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn odd_texts_classify_without_panics() {
+    let huge = "Moscow said cooperation with the alliance has completely ended. ".repeat(80_000); // ~5 MB
+    let odd = [
+        "\u{0}\u{1}control\u{7f}",
+        "\u{200b}",
+        "🙂🙂 emoji only 🙂",
+        "مرحبا بالعالم",
+        "e\u{301}\u{301}\u{301} combining",
+        "Lavrov’s “quote” — dash…",
+        &huge,
+    ];
+    for name in TINY_MODELS {
+        let classifier = load(&fixture(name)).unwrap();
+        let queries: Vec<Query> = odd
+            .iter()
+            .flat_map(|t| [Query::text(t), Query::pair("Ukraine’s “government”", t)])
+            .collect();
+        let predictions = classifier.classify(&queries).unwrap();
+        for p in &predictions {
+            let sum: f32 = p["classification"].probabilities.values().sum();
+            assert!(
+                (sum - 1.0).abs() < 1e-5,
+                "{name}: probabilities sum to {sum}"
+            );
+        }
+    }
 }
