@@ -26,10 +26,12 @@
 pub mod classify;
 pub mod error;
 pub mod hub;
+pub mod metrics;
 pub mod model;
 pub mod output;
 pub mod records;
 pub mod tokenize;
+pub mod train;
 
 pub use classify::{
     Classifier, ClassifierOptions, HeadMatrix, HeadPrediction, ModelInfo, Prediction, Query,

@@ -1,0 +1,1 @@
+//! Labelled examples for training and evaluation (being written).

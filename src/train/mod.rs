@@ -1,0 +1,3 @@
+//! The training path: labelled data, optimiser, loop, checkpoints.
+
+pub mod data;
