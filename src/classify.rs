@@ -11,7 +11,9 @@ use crate::error::{Error, Result};
 use crate::hub::{self, ModelSource, ResolveOptions};
 use crate::model::config::config_path;
 use crate::model::weights::{self, LoadReport};
-use crate::model::{Architecture, HeadInput, HeadSpec, Model, ModelConfig, heads, ops};
+use crate::model::{
+    Architecture, HeadInput, HeadSpec, Model, ModelConfig, Reading, heads, ops,
+};
 use crate::tokenize::{Encoded, TextEncoder, pad_batch};
 
 /// How to load and run a classifier.
@@ -155,20 +157,8 @@ pub struct Classifier {
     batch_size: usize,
 }
 
-/// Which encoding of a query a head reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Reading {
-    Text,
-    Pair,
-}
-
 fn reading(input: HeadInput, query: &Query) -> Option<Reading> {
-    match (input, query.target) {
-        (HeadInput::Text, _) => Some(Reading::Text),
-        (HeadInput::Pair, None) => None,
-        (HeadInput::Pair | HeadInput::Auto, Some(_)) => Some(Reading::Pair),
-        (HeadInput::Auto, None) => Some(Reading::Text),
-    }
+    input.reading(query.target.is_some())
 }
 
 /// One encoder input: which query, read how.
@@ -237,6 +227,16 @@ impl Classifier {
     /// The tokenizer with this classifier's truncation.
     pub fn text_encoder(&self) -> &TextEncoder {
         &self.encoder
+    }
+
+    /// Inputs per encoder pass.
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    /// The device computations run on.
+    pub fn device(&self) -> &Device {
+        &self.device
     }
 
     /// The heads, in output order.
@@ -369,7 +369,7 @@ impl Classifier {
         self.jobs_for(queries, |q| {
             let mut readings: Vec<Reading> =
                 heads.iter().filter_map(|h| reading(h.input, q)).collect();
-            readings.sort_by_key(|r| *r as u8);
+            readings.sort();
             readings.dedup();
             readings
         })

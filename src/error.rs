@@ -154,6 +154,23 @@ pub enum Error {
         reason: String,
     },
 
+    /// Training produced a NaN or infinite loss; the last good checkpoint is kept.
+    #[error("non-finite loss ({value}) at epoch {epoch}, step {step}; stopped, the last good checkpoint in {} is kept", output.display())]
+    NonFiniteLoss {
+        /// 1-based epoch.
+        epoch: usize,
+        /// Optimizer steps completed before the failing batch.
+        step: usize,
+        /// The loss value.
+        value: f32,
+        /// The training output folder.
+        output: PathBuf,
+    },
+
+    /// Training data or settings cannot be used as given.
+    #[error("{0}")]
+    Training(String),
+
     /// A requested device or dtype is not available in this build or on this machine.
     #[error("{0}")]
     Unavailable(String),

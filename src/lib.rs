@@ -25,6 +25,7 @@
 
 pub mod classify;
 pub mod error;
+pub mod eval;
 pub mod hub;
 pub mod metrics;
 pub mod model;

@@ -118,6 +118,27 @@ pub enum HeadInput {
     Auto,
 }
 
+/// Which encoding of a query a head reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Reading {
+    /// The text alone.
+    Text,
+    /// The (target, text) pair.
+    Pair,
+}
+
+impl HeadInput {
+    /// What the head reads for a query with or without a target; `None` when it does not
+    /// apply (a pair head and no target).
+    pub fn reading(self, has_target: bool) -> Option<Reading> {
+        match (self, has_target) {
+            (HeadInput::Text, _) | (HeadInput::Auto, false) => Some(Reading::Text),
+            (HeadInput::Pair | HeadInput::Auto, true) => Some(Reading::Pair),
+            (HeadInput::Pair, false) => None,
+        }
+    }
+}
+
 /// How a head turns the encoder's hidden states into one vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

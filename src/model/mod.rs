@@ -14,7 +14,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 pub use config::{
-    Activation, Architecture, EncoderConfig, HeadInput, HeadPooling, HeadSpec, ModelConfig,
+    Activation, Architecture, EncoderConfig, HeadInput, HeadPooling, HeadSpec, ModelConfig, Reading,
 };
 pub use encoder::{Encoder, EncoderInput};
 pub use heads::{Head, Pooler};

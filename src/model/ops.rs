@@ -5,7 +5,11 @@
 //! (`candle_nn::ops::layer_norm` and `softmax_last_dim` are fused but have no backward,
 //! so gradients would silently stop at them; they are deliberately not used.)
 
+use std::cell::RefCell;
+
 use candle_core::{D, DType, Result, Tensor};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 use super::config::Activation;
 
@@ -39,13 +43,35 @@ pub fn activation(x: &Tensor, kind: Activation) -> Result<Tensor> {
     }
 }
 
-/// Dropout that is active only in training.
+thread_local! {
+    /// Dropout masks come from here rather than candle's CPU generator, which cannot be
+    /// seeded: training must be reproducible (and resumable) for a given seed.
+    static DROPOUT_RNG: RefCell<ChaCha8Rng> = RefCell::new(ChaCha8Rng::seed_from_u64(0));
+}
+
+/// Seeds the dropout masks drawn on this thread from now on.
+pub fn seed_dropout(seed: u64) {
+    DROPOUT_RNG.with(|rng| *rng.borrow_mut() = ChaCha8Rng::seed_from_u64(seed));
+}
+
+/// Inverted dropout, active only in training: zeroes each value with probability `p`
+/// and scales the rest by `1 / (1 - p)`.
 pub fn dropout(x: &Tensor, p: f32, train: bool) -> Result<Tensor> {
-    if train && p > 0.0 {
-        candle_nn::ops::dropout(x, p)
-    } else {
-        Ok(x.clone())
+    if !train || p <= 0.0 {
+        return Ok(x.clone());
     }
+    if p >= 1.0 {
+        return x.zeros_like();
+    }
+    let scale = 1.0 / (1.0 - p);
+    let mask: Vec<f32> = DROPOUT_RNG.with(|rng| {
+        let mut rng = rng.borrow_mut();
+        (0..x.elem_count())
+            .map(|_| if rng.random::<f32>() < p { 0.0 } else { scale })
+            .collect()
+    });
+    let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+    x * mask
 }
 
 /// `(batch, seq, heads * head_dim)` → `(batch, heads, seq, head_dim)`.

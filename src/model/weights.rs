@@ -295,3 +295,83 @@ fn most_common_dtype(file: &MmapedSafetensors) -> Option<DType> {
     }
     counts.into_iter().max_by_key(|&(_, n)| n).map(|(d, _)| d)
 }
+
+/// What [`load_into_varmap`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VarMapReport {
+    /// Variables left at their fresh initialisation (new heads), by name.
+    pub fresh: Vec<String>,
+    /// Checkpoint tensors no variable took, by stored name.
+    pub unused: Vec<String>,
+}
+
+/// Copies a checkpoint's values into the variables of `varmap` (filled by building a
+/// [`Model`] from it), converting dtype as needed.
+///
+/// Variables for which `may_be_fresh` is true (new heads) keep their initialisation when
+/// the checkpoint lacks them; any other absent variable is an [`Error::MissingTensors`].
+pub fn load_into_varmap(
+    path: &Path,
+    config: &ModelConfig,
+    varmap: &candle_nn::VarMap,
+    may_be_fresh: impl Fn(&str) -> bool,
+) -> Result<VarMapReport> {
+    let file = open(path)?;
+    let stored: Vec<String> = file.tensors().into_iter().map(|(n, _)| n).collect();
+    let (stored_name, _) = name_map(&stored, config.encoder.architecture.tensor_prefix());
+    let vars = varmap.data().lock().unwrap_or_else(PoisonError::into_inner);
+    let mut names: Vec<&String> = vars.keys().collect();
+    names.sort();
+    let mut report = VarMapReport::default();
+    let mut missing = Vec::new();
+    let mut used = BTreeSet::new();
+    for name in names {
+        let var = &vars[name];
+        let Some(stored) = stored_name.get(name) else {
+            if may_be_fresh(name) {
+                report.fresh.push(name.clone());
+            } else {
+                missing.push(name.clone());
+            }
+            continue;
+        };
+        let corrupt = |e: candle_core::Error| Error::CorruptWeights {
+            path: path.to_path_buf(),
+            reason: root_cause(&e),
+        };
+        let view = file.get(stored).map_err(corrupt)?;
+        if !is_float(view.dtype()) {
+            return Err(Error::UnsupportedDtype {
+                path: path.to_path_buf(),
+                tensor: stored.clone(),
+                dtype: format!("{:?}", view.dtype()),
+            });
+        }
+        if view.shape() != var.dims() {
+            return Err(Error::ShapeMismatch {
+                path: path.to_path_buf(),
+                tensor: stored.clone(),
+                expected: var.dims().to_vec(),
+                found: view.shape().to_vec(),
+            });
+        }
+        let value = file
+            .load(stored, var.device())
+            .map_err(corrupt)?
+            .to_dtype(var.dtype())?;
+        var.set(&value)?;
+        used.insert(stored.clone());
+    }
+    if !missing.is_empty() {
+        return Err(Error::MissingTensors {
+            path: path.to_path_buf(),
+            names: missing,
+        });
+    }
+    report.unused = stored
+        .into_iter()
+        .filter(|n| !used.contains(n) && !is_buffer(n))
+        .collect();
+    report.unused.sort();
+    Ok(report)
+}

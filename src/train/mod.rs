@@ -1,3 +1,640 @@
-//! The training path: labelled data, optimiser, loop, checkpoints.
+//! The training path: labelled data in, a fine-tuned standpoint model folder out.
+//!
+//! It builds the same [`Model`] as inference, from a `VarMap`, loads the starting
+//! checkpoint into it, and runs AdamW with warm-up and linear decay, gradient clipping and
+//! accumulation, masked multi-head losses, per-epoch evaluation, best-checkpoint selection,
+//! early stopping and exact resume.
 
+pub mod checkpoint;
 pub mod data;
+pub mod items;
+pub mod loss;
+pub mod optim;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use serde::{Deserialize, Serialize};
+
+use crate::classify::parse_device;
+use crate::error::{Error, Result};
+use crate::hub::{self, ResolveOptions};
+use crate::metrics::EvalReport;
+use crate::model::config::config_path;
+use crate::model::weights::{self, weights_path};
+use crate::model::{HeadInput, HeadPooling, HeadSpec, Model, ModelConfig, ops};
+use crate::tokenize::TextEncoder;
+use checkpoint::{EpochRecord, ResumeFiles, ResumeState, save_model, write_atomic};
+use data::{DataSource, FieldMap, LabelSchema, encode_labels, read_sources};
+use items::{Item, streams};
+use optim::{AdamW, AdamWConfig, clip_global_norm, linear_schedule};
+
+/// A head to train: an existing head of the starting model, or a new one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeadPlan {
+    /// Head name, e.g. `stance`.
+    pub name: String,
+    /// What a new head reads (ignored for an existing head).
+    pub input: HeadInput,
+    /// Data field holding this head's labels; the head's name by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl HeadPlan {
+    /// Parses `NAME[:pair|text|auto][=FIELD]`, e.g. `stance:pair` or `sentiment:text=polarity`.
+    ///
+    /// ```
+    /// use standpoint::train::HeadPlan;
+    /// let plan = HeadPlan::parse("sentiment:text=polarity").unwrap();
+    /// assert_eq!(plan.name, "sentiment");
+    /// assert_eq!(plan.field.as_deref(), Some("polarity"));
+    /// assert!(HeadPlan::parse("stance:sideways").is_err());
+    /// ```
+    pub fn parse(spec: &str) -> Result<Self> {
+        let (head, field) = match spec.split_once('=') {
+            Some((h, f)) => (h, Some(f.to_string())),
+            None => (spec, None),
+        };
+        let (name, input) = match head.split_once(':') {
+            Some((n, "pair")) => (n, HeadInput::Pair),
+            Some((n, "text")) => (n, HeadInput::Text),
+            Some((n, "auto")) => (n, HeadInput::Auto),
+            Some((_, other)) => {
+                return Err(Error::InvalidOption {
+                    option: "head",
+                    reason: format!("{spec:?}: input {other:?} is not pair, text or auto"),
+                });
+            }
+            None => (head, HeadInput::Pair),
+        };
+        if name.is_empty() || field.as_deref() == Some("") {
+            return Err(Error::InvalidOption {
+                option: "head",
+                reason: format!("{spec:?}: expected NAME[:pair|text|auto][=FIELD]"),
+            });
+        }
+        Ok(HeadPlan {
+            name: name.to_string(),
+            input,
+            field,
+        })
+    }
+}
+
+/// Everything a training run depends on; saved as `training_config.json` in the output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Starting point: an encoder or a standpoint model (folder or hub id).
+    pub base: String,
+    /// Output folder: the best model, `metrics.jsonl`, and `last/` for resuming.
+    pub output: PathBuf,
+    /// Training files as `FILE[:WEIGHT]`.
+    pub train: Vec<String>,
+    /// Dev files for evaluation and model selection.
+    #[serde(default)]
+    pub dev: Vec<String>,
+    /// Heads to train.
+    pub heads: Vec<HeadPlan>,
+    /// A label schema file; otherwise labels are collected from the training data.
+    #[serde(default)]
+    pub schema: Option<PathBuf>,
+    /// Field holding the sentence.
+    pub text_field: String,
+    /// Field holding the target.
+    pub target_field: String,
+    /// Pooling of new heads.
+    pub pooling: HeadPooling,
+    /// Passes over the training data.
+    pub epochs: usize,
+    /// Items per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    pub grad_accum: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// AdamW weight decay (not applied to biases and LayerNorm).
+    pub weight_decay: f64,
+    /// Fraction of the steps spent warming up.
+    pub warmup_ratio: f64,
+    /// Gradient clipping by global norm; 0 disables.
+    pub max_grad_norm: f64,
+    /// Label smoothing of the cross-entropy.
+    pub label_smoothing: f64,
+    /// Weight classes by inverse frequency.
+    pub class_weights: bool,
+    /// Token limit per input.
+    pub max_length: usize,
+    /// Seed of data order and dropout.
+    pub seed: u64,
+    /// Stop after this many epochs without improvement of the selection metric.
+    #[serde(default)]
+    pub patience: Option<usize>,
+    /// Dev metric choosing the best checkpoint, e.g. `mean.macro_f1` or `stance.favor_against_f1`.
+    pub select: String,
+    /// Save resume state every this many optimizer steps (and at each epoch end); 0: epochs only.
+    pub save_every: usize,
+    /// Model name written to the config.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Model version written to the config.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// `cpu`, `cuda[:N]` or `metal[:N]`.
+    pub device: String,
+}
+
+impl TrainConfig {
+    /// Defaults for everything but the data, heads, base and output.
+    pub fn new(base: &str, output: &Path, train: Vec<String>, heads: Vec<HeadPlan>) -> Self {
+        TrainConfig {
+            base: base.to_string(),
+            output: output.to_path_buf(),
+            train,
+            dev: Vec::new(),
+            heads,
+            schema: None,
+            text_field: "text".into(),
+            target_field: "target".into(),
+            pooling: HeadPooling::Mean,
+            epochs: 3,
+            batch_size: 32,
+            grad_accum: 1,
+            lr: 5e-5,
+            weight_decay: 0.01,
+            warmup_ratio: 0.1,
+            max_grad_norm: 1.0,
+            label_smoothing: 0.0,
+            class_weights: false,
+            max_length: 128,
+            seed: 42,
+            patience: None,
+            select: "mean.macro_f1".into(),
+            save_every: 0,
+            name: None,
+            version: None,
+            device: "cpu".into(),
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        let bad = |option, reason: &str| {
+            Err(Error::InvalidOption {
+                option,
+                reason: reason.to_string(),
+            })
+        };
+        if self.train.is_empty() {
+            return bad("train", "no training data given");
+        }
+        if self.heads.is_empty() {
+            return bad("head", "no head to train");
+        }
+        if self.epochs == 0 || self.batch_size == 0 || self.grad_accum == 0 {
+            return bad("epochs/batch_size/grad_accum", "must be at least 1");
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return bad("lr", "must be positive");
+        }
+        if !(0.0..1.0).contains(&self.warmup_ratio) || !(0.0..1.0).contains(&self.label_smoothing)
+        {
+            return bad("warmup_ratio/label_smoothing", "must be in [0, 1)");
+        }
+        Ok(())
+    }
+}
+
+/// Progress of a run, reported to a [`TrainObserver`].
+#[derive(Debug, Clone)]
+pub struct StepInfo {
+    /// Optimizer steps taken.
+    pub step: usize,
+    /// Steps of the whole run.
+    pub total_steps: usize,
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Loss of the last step.
+    pub loss: f32,
+    /// Learning rate of the last step.
+    pub learning_rate: f64,
+    /// Training items per second since the run (or resume) started.
+    pub examples_per_second: f64,
+}
+
+/// Receives progress; the CLI draws a progress bar from it.
+pub trait TrainObserver {
+    /// The run starts (or resumes) at `step` of `total_steps`.
+    fn start(&mut self, _step: usize, _total_steps: usize) {}
+    /// An optimizer step finished.
+    fn step(&mut self, _info: &StepInfo) {}
+    /// An epoch finished.
+    fn epoch(&mut self, _record: &EpochRecord) {}
+    /// Something worth telling the user (fresh tensors, unused tensors, early stop).
+    fn note(&mut self, _message: &str) {}
+}
+
+/// An observer that ignores everything.
+pub struct Silent;
+impl TrainObserver for Silent {}
+
+/// What a finished run produced.
+#[derive(Debug, Clone)]
+pub struct TrainSummary {
+    /// The output folder (a complete model).
+    pub output: PathBuf,
+    /// Per-epoch records.
+    pub history: Vec<EpochRecord>,
+    /// Best selection metric, if dev data was given.
+    pub best: Option<f64>,
+}
+
+/// Environment variable that aborts the process right after the given optimizer step
+/// (and its checkpoint), like a `kill -9`; used by the resume tests.
+pub const ABORT_AFTER_STEP_ENV: &str = "STANDPOINT_FAILPOINT_ABORT_AFTER_STEP";
+
+/// Everything prepared before the first step.
+struct Setup {
+    config: TrainConfig,
+    model_config: ModelConfig,
+    model: Model,
+    varmap: VarMap,
+    train_items: Vec<Item>,
+    dev_items: Vec<Item>,
+    weights: Vec<f64>,
+    tokenizer_json: PathBuf,
+    device: Device,
+}
+
+/// Trains as `config` says; with `resume`, continues the run whose output folder is
+/// `config.output` from its last saved state.
+pub fn train(config: &TrainConfig, resume: bool, observer: &mut dyn TrainObserver) -> Result<TrainSummary> {
+    config.check()?;
+    let setup = prepare(config, observer)?;
+    run(setup, resume, observer)
+}
+
+/// Reads a run's saved `training_config.json`, for `--resume`.
+pub fn saved_config(output: &Path) -> Result<TrainConfig> {
+    let path = output.join("training_config.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::MissingFile {
+            path: path.clone(),
+            hint: Some("nothing to resume: this folder holds no training run".into()),
+        },
+        _ => Error::io(&path, e),
+    })?;
+    serde_json::from_str(&text).map_err(|source| Error::Json { path, source })
+}
+
+fn prepare(config: &TrainConfig, observer: &mut dyn TrainObserver) -> Result<Setup> {
+    let device = parse_device(&config.device)?;
+    let resolved = hub::resolve(&config.base, &ResolveOptions::default())?;
+    let base_config = ModelConfig::from_file(&config_path(&resolved.dir))?;
+    let tokenizer_json = resolved.dir.join("tokenizer.json");
+    let max_length = config.max_length.min(base_config.encoder.max_tokens());
+    let encoder = TextEncoder::from_file(&tokenizer_json, max_length)?;
+
+    // Heads: those of the starting model, plus new ones.
+    let mut model_config = base_config.clone();
+    model_config.name = config.name.clone().or(model_config.name);
+    model_config.version = config.version.clone().or(model_config.version);
+    let given_schema = config.schema.as_deref().map(LabelSchema::from_file).transpose()?;
+    let fields = FieldMap {
+        text: config.text_field.clone(),
+        target: config.target_field.clone(),
+        id: "id".into(),
+        heads: config
+            .heads
+            .iter()
+            .map(|h| (h.name.clone(), h.field.clone().unwrap_or_else(|| h.name.clone())))
+            .collect(),
+    };
+    let sources = parse_sources(&config.train)?;
+    let dev_sources = parse_sources(&config.dev)?;
+    let train_examples = read_sources(&sources, &fields)?;
+    let dev_examples = read_sources(&dev_sources, &fields)?;
+
+    let names: Vec<String> = config.heads.iter().map(|h| h.name.clone()).collect();
+    let inferred = match &given_schema {
+        Some(_) => None,
+        None => {
+            let new: Vec<String> = names
+                .iter()
+                .filter(|n| base_config.head(n).is_none())
+                .cloned()
+                .collect();
+            Some(LabelSchema::infer(&train_examples, &new)?)
+        }
+    };
+    let mut schema = LabelSchema { heads: Vec::new() };
+    let mut new_heads = Vec::new();
+    for plan in &config.heads {
+        let labels = match base_config.head(&plan.name) {
+            Some(existing) => existing.labels.clone(),
+            None => {
+                let source = given_schema.as_ref().or(inferred.as_ref()).expect("one is set");
+                let head = source.head(&plan.name).ok_or_else(|| Error::InvalidOption {
+                    option: "schema",
+                    reason: format!("the label schema has no head {:?}", plan.name),
+                })?;
+                let spec = HeadSpec::new(&plan.name, head.labels.clone(), plan.input, config.pooling);
+                model_config.heads.push(spec);
+                new_heads.push(plan.name.clone());
+                head.labels.clone()
+            }
+        };
+        schema.heads.push(data::HeadLabels {
+            name: plan.name.clone(),
+            labels,
+        });
+    }
+    let train_labelled = encode_labels(train_examples, &fields, &schema, &sources)?;
+    let dev_labelled = encode_labels(dev_examples, &fields, &schema, &dev_sources)?;
+    let head_of_label: Vec<usize> = names
+        .iter()
+        .map(|n| model_config.heads.iter().position(|h| &h.name == n).expect("added above"))
+        .collect();
+    let train_items =
+        items::build_items(&train_labelled, &head_of_label, &model_config.heads, &encoder, &sources)?;
+    let dev_items =
+        items::build_items(&dev_labelled, &head_of_label, &model_config.heads, &encoder, &dev_sources)?;
+    if train_items.is_empty() {
+        return Err(Error::Training("the training data holds no labelled example".into()));
+    }
+
+    // The model, from a VarMap, with the starting weights loaded into it.
+    let varmap = VarMap::new();
+    let model = Model::new(&model_config, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
+    let prefixes: Vec<String> = model_config
+        .heads
+        .iter()
+        .filter(|h| new_heads.contains(&h.name))
+        .map(|h| h.tensor_prefix.clone())
+        .collect();
+    let pooler = format!("{}.pooler.", model_config.encoder.architecture.tensor_prefix());
+    let report = weights::load_into_varmap(&weights_path(&resolved.dir), &model_config, &varmap, |name| {
+        name.starts_with(&pooler) || prefixes.iter().any(|p| !p.is_empty() && name.starts_with(p.as_str()))
+    })?;
+    if !report.fresh.is_empty() {
+        observer.note(&format!("initialised fresh: {}", report.fresh.join(", ")));
+    }
+    if !report.unused.is_empty() {
+        observer.note(&format!("unused tensors of the starting model: {}", report.unused.join(", ")));
+    }
+    Ok(Setup {
+        config: config.clone(),
+        model_config,
+        model,
+        varmap,
+        train_items,
+        dev_items,
+        weights: sources.iter().map(|s| s.weight).collect(),
+        tokenizer_json,
+        device,
+    })
+}
+
+fn parse_sources(specs: &[String]) -> Result<Vec<DataSource>> {
+    specs.iter().map(|s| DataSource::parse(s)).collect()
+}
+
+/// The variables of the model in a fixed (name) order.
+fn named_vars(varmap: &VarMap) -> Vec<(String, candle_core::Var)> {
+    let vars = varmap.data().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut named: Vec<_> = vars.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named
+}
+
+fn run(setup: Setup, resume: bool, observer: &mut dyn TrainObserver) -> Result<TrainSummary> {
+    let Setup {
+        config,
+        model_config,
+        model,
+        varmap,
+        train_items,
+        dev_items,
+        weights,
+        tokenizer_json,
+        device,
+    } = setup;
+    let output = config.output.clone();
+    std::fs::create_dir_all(&output).map_err(|e| Error::io(&output, e))?;
+    let resume_files = ResumeFiles { output: &output };
+
+    let mut optimizer = AdamW::new(
+        named_vars(&varmap),
+        AdamWConfig {
+            lr: config.lr,
+            weight_decay: config.weight_decay,
+            ..AdamWConfig::default()
+        },
+    )?;
+    let mut state = ResumeState::default();
+    if resume {
+        if !resume_files.exists() {
+            return Err(Error::Training(format!(
+                "nothing to resume in {}: no last/state.json",
+                output.display()
+            )));
+        }
+        let (saved, weights_file, moments_file) = resume_files.load()?;
+        weights::load_into_varmap(&weights_file, &model_config, &varmap, |_| false)?;
+        optimizer.restore(&moments_file, saved.step)?;
+        state = saved;
+        observer.note(&format!("resuming at epoch {}, step {}", state.epoch + 1, state.step));
+    } else {
+        let text = serde_json::to_string_pretty(&config).expect("plain JSON serialises");
+        write_atomic(&output.join("training_config.json"), text.as_bytes())?;
+    }
+
+    let batches_per_epoch = items::epoch_batches(&train_items, &weights, config.batch_size, config.seed, 0).len();
+    let steps_per_epoch = batches_per_epoch.div_ceil(config.grad_accum);
+    let total_steps = steps_per_epoch * config.epochs;
+    let warmup = (total_steps as f64 * config.warmup_ratio).round() as usize;
+    let class_weights = config
+        .class_weights
+        .then(|| items::class_weights(&train_items, &model_config.heads));
+    let abort_after: Option<usize> = std::env::var(ABORT_AFTER_STEP_ENV).ok().and_then(|v| v.parse().ok());
+    let pad = model_config.encoder.pad_token_id;
+    let vars: Vec<candle_core::Var> = optimizer.vars().cloned().collect();
+
+    observer.start(state.step, total_steps);
+    let started = Instant::now();
+    let mut seen_since_start = 0usize;
+    let mut last_loss = 0f32;
+
+    while state.epoch < config.epochs {
+        let epoch = state.epoch;
+        let epoch_started = Instant::now();
+        let mut epoch_seen = 0usize;
+        let batches = items::epoch_batches(&train_items, &weights, config.batch_size, config.seed, epoch);
+        let groups: Vec<&[Vec<usize>]> = batches.chunks(config.grad_accum).collect();
+        let mut index = state.batch;
+        while index < batches.len() {
+            let group = groups[index / config.grad_accum];
+            let mut grads: Vec<Option<Tensor>> = vec![None; vars.len()];
+            let mut step_loss = 0f32;
+            for batch in group {
+                ops::seed_dropout(dropout_seed(config.seed, epoch, index));
+                let input = items::batch_input(&train_items, batch, pad, &device)?;
+                let heads: Vec<usize> = (0..model_config.heads.len())
+                    .filter(|&h| batch.iter().any(|&i| train_items[i].labels[h].is_some()))
+                    .collect();
+                let forward = model.forward_t(&input, &heads, true)?;
+                let mut total: Option<Tensor> = None;
+                for (head, logits) in &forward.logits {
+                    let labels = items::batch_labels(&train_items, batch, *head);
+                    let w = class_weights.as_ref().map(|w| w[*head].as_slice());
+                    if let Some(l) = loss::cross_entropy(logits, &labels, w, config.label_smoothing)? {
+                        total = Some(match total {
+                            Some(t) => (t + l)?,
+                            None => l,
+                        });
+                    }
+                }
+                let Some(total) = total else { continue };
+                let value = items::scalar(&total)?;
+                if !value.is_finite() {
+                    return Err(Error::NonFiniteLoss {
+                        epoch: epoch + 1,
+                        step: state.step,
+                        value,
+                        output: output.clone(),
+                    });
+                }
+                step_loss += value / group.len() as f32;
+                let scaled = (total / group.len() as f64)?;
+                let batch_grads = scaled.backward()?;
+                for (slot, var) in grads.iter_mut().zip(&vars) {
+                    if let Some(g) = batch_grads.get(var.as_tensor()) {
+                        *slot = Some(match slot.take() {
+                            Some(acc) => (acc + g)?,
+                            None => g.clone(),
+                        });
+                    }
+                }
+                epoch_seen += batch.len();
+                seen_since_start += batch.len();
+                index += 1;
+            }
+            if config.max_grad_norm > 0.0 {
+                clip_global_norm(&mut grads, config.max_grad_norm)?;
+            }
+            let lr = linear_schedule(config.lr, state.step, warmup, total_steps);
+            optimizer.set_learning_rate(lr);
+            optimizer.step(&grads)?;
+            state.step += 1;
+            state.batch = index;
+            state.epoch_loss.0 += step_loss as f64;
+            state.epoch_loss.1 += 1;
+            last_loss = step_loss;
+            observer.step(&StepInfo {
+                step: state.step,
+                total_steps,
+                epoch: epoch + 1,
+                loss: step_loss,
+                learning_rate: lr,
+                examples_per_second: seen_since_start as f64 / started.elapsed().as_secs_f64().max(1e-9),
+            });
+            let epoch_done = index >= batches.len();
+            if !epoch_done && config.save_every > 0 && state.step % config.save_every == 0 {
+                resume_files.save(&varmap, &optimizer, &state)?;
+            }
+            if !epoch_done && abort_after == Some(state.step) {
+                std::process::abort();
+            }
+        }
+
+        // End of epoch: evaluate, keep the best, record, save the resume state.
+        let dev = if dev_items.is_empty() {
+            None
+        } else {
+            Some(items::evaluate(&model, &dev_items, config.batch_size * 2, &device)?)
+        };
+        let selection = match &dev {
+            Some(report) => Some(report.metric(&config.select).ok_or_else(|| {
+                Error::InvalidOption {
+                    option: "select",
+                    reason: format!(
+                        "metric {:?} is not available (heads: {})",
+                        config.select,
+                        report.heads.iter().map(|h| h.head.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                }
+            })?),
+            None => None,
+        };
+        let improved = match (selection, state.best) {
+            (Some(s), Some(best)) => s > best,
+            _ => true,
+        };
+        if improved {
+            save_model(&output, &model_config, &varmap, DType::F32, &tokenizer_json)?;
+            if let Some(report) = &dev {
+                write_report(&output.join("eval.json"), report)?;
+            }
+            state.best = selection.or(state.best);
+            state.epochs_without_improvement = 0;
+        } else {
+            state.epochs_without_improvement += 1;
+        }
+        let (loss_sum, loss_n) = state.epoch_loss;
+        let record = EpochRecord {
+            epoch: epoch + 1,
+            step: state.step,
+            train_loss: if loss_n > 0 { loss_sum / loss_n as f64 } else { last_loss as f64 },
+            learning_rate: optimizer.learning_rate(),
+            examples_per_second: epoch_seen as f64 / epoch_started.elapsed().as_secs_f64().max(1e-9),
+            selection,
+            best: improved,
+            dev,
+        };
+        observer.epoch(&record);
+        state.history.push(record);
+        write_history(&output.join("metrics.jsonl"), &state.history)?;
+        state.epoch += 1;
+        state.batch = 0;
+        state.epoch_loss = (0.0, 0);
+        let stop = config.patience.is_some_and(|p| state.epochs_without_improvement > p);
+        if stop {
+            observer.note(&format!(
+                "early stop: no improvement of {} for {} epochs",
+                config.select, state.epochs_without_improvement
+            ));
+            state.epoch = config.epochs;
+        }
+        resume_files.save(&varmap, &optimizer, &state)?;
+        if abort_after == Some(state.step) && state.epoch < config.epochs {
+            std::process::abort();
+        }
+    }
+    Ok(TrainSummary {
+        output,
+        best: state.best,
+        history: state.history,
+    })
+}
+
+/// Dropout seed of micro-batch `index` of `epoch`.
+fn dropout_seed(seed: u64, epoch: usize, index: usize) -> u64 {
+    use rand::RngCore;
+    items::stream_rng(seed, streams::DROPOUT, ((epoch as u64) << 32) | index as u64).next_u64()
+}
+
+/// Writes an evaluation report as pretty JSON, atomically.
+pub fn write_report(path: &Path, report: &EvalReport) -> Result<()> {
+    let text = serde_json::to_string_pretty(report).expect("plain JSON serialises");
+    write_atomic(path, text.as_bytes())
+}
+
+fn write_history(path: &Path, history: &[EpochRecord]) -> Result<()> {
+    let mut text = String::new();
+    for record in history {
+        text.push_str(&serde_json::to_string(record).expect("plain JSON serialises"));
+        text.push('\n');
+    }
+    write_atomic(path, text.as_bytes())
+}

@@ -1,0 +1,177 @@
+//! Writing model folders and resume state so that an interruption never leaves a
+//! half-written file: every file goes to a temporary sibling and is renamed into place.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+
+use candle_core::{DType, Tensor};
+use candle_nn::VarMap;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::metrics::EvalReport;
+use crate::model::ModelConfig;
+use crate::output::AtomicFile;
+
+/// Writes `bytes` to `path` atomically.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut file = AtomicFile::create(path)?;
+    file.write_all(bytes).map_err(|e| Error::io(path, e))?;
+    file.commit()
+}
+
+/// The variables of `varmap` in `dtype`, by name.
+pub fn varmap_tensors(varmap: &VarMap, dtype: DType) -> Result<HashMap<String, Tensor>> {
+    let vars = varmap
+        .data()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    vars.iter()
+        .map(|(name, var)| Ok((name.clone(), var.as_tensor().to_dtype(dtype)?)))
+        .collect()
+}
+
+/// Writes tensors as safetensors, atomically.
+pub fn save_tensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
+    let bytes = safetensors::serialize(
+        tensors.iter().map(|(k, v)| (k.as_str(), v)),
+        None,
+    )
+    .map_err(|e| Error::CorruptWeights {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    write_atomic(path, &bytes)
+}
+
+/// Writes a complete model folder: `config.json`, `model.safetensors`, `tokenizer.json`.
+pub fn save_model(
+    dir: &Path,
+    config: &ModelConfig,
+    varmap: &VarMap,
+    dtype: DType,
+    tokenizer_json: &Path,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut raw = config.to_value();
+    if let Some(map) = raw.as_object_mut() {
+        // transformers reads the stored dtype from here.
+        let name = match dtype {
+            DType::F16 => "float16",
+            DType::BF16 => "bfloat16",
+            _ => "float32",
+        };
+        map.insert("torch_dtype".into(), name.into());
+        map.remove("dtype");
+    }
+    save_tensors(&varmap_tensors(varmap, dtype)?, &dir.join("model.safetensors"))?;
+    let tokenizer = std::fs::read(tokenizer_json).map_err(|e| Error::io(tokenizer_json, e))?;
+    write_atomic(&dir.join("tokenizer.json"), &tokenizer)?;
+    let text = serde_json::to_string_pretty(&raw).expect("plain JSON serialises");
+    write_atomic(&dir.join("config.json"), text.as_bytes())
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Optimizer steps completed.
+    pub step: usize,
+    /// Mean training loss over the epoch's batches.
+    pub train_loss: f64,
+    /// Learning rate after the epoch's last step.
+    pub learning_rate: f64,
+    /// Training items per second over the epoch.
+    pub examples_per_second: f64,
+    /// The selection metric on the dev data, if any.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub selection: Option<f64>,
+    /// Whether this epoch became the saved best model.
+    pub best: bool,
+    /// Dev metrics, if dev data was given.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub dev: Option<EvalReport>,
+}
+
+/// Everything besides weights and moments needed to continue an interrupted run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResumeState {
+    /// 0-based epoch in progress.
+    pub epoch: usize,
+    /// Micro-batches of that epoch already consumed.
+    pub batch: usize,
+    /// Optimizer steps taken.
+    pub step: usize,
+    /// Best selection metric so far.
+    pub best: Option<f64>,
+    /// Epochs since the best one.
+    pub epochs_without_improvement: usize,
+    /// Loss sum and batch count of the epoch in progress.
+    pub epoch_loss: (f64, usize),
+    /// Finished epochs.
+    pub history: Vec<EpochRecord>,
+}
+
+/// `last/` inside the output folder: weights, optimizer moments and [`ResumeState`].
+pub struct ResumeFiles<'a> {
+    /// The training output folder.
+    pub output: &'a Path,
+}
+
+impl ResumeFiles<'_> {
+    fn dir(&self) -> std::path::PathBuf {
+        self.output.join("last")
+    }
+
+    /// Whether a resumable state exists.
+    pub fn exists(&self) -> bool {
+        self.dir().join("state.json").is_file()
+    }
+
+    /// Saves the state. The weights and moments are written before `state.json`, which
+    /// names their step, so a crash in between leaves the previous state readable.
+    pub fn save(
+        &self,
+        varmap: &VarMap,
+        optimizer: &super::optim::AdamW,
+        state: &ResumeState,
+    ) -> Result<()> {
+        let dir = self.dir();
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let step = state.step;
+        save_tensors(
+            &varmap_tensors(varmap, DType::F32)?,
+            &dir.join(format!("weights-{step}.safetensors")),
+        )?;
+        optimizer.save_moments(&dir.join(format!("optimizer-{step}.safetensors")))?;
+        let text = serde_json::to_string_pretty(state).expect("plain JSON serialises");
+        write_atomic(&dir.join("state.json"), text.as_bytes())?;
+        // Older steps are no longer referenced.
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let keep = name == "state.json"
+                    || name == format!("weights-{step}.safetensors")
+                    || name == format!("optimizer-{step}.safetensors");
+                if !keep && name.ends_with(".safetensors") {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the state and paths of its weights and moments.
+    pub fn load(&self) -> Result<(ResumeState, std::path::PathBuf, std::path::PathBuf)> {
+        let dir = self.dir();
+        let path = dir.join("state.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let state: ResumeState =
+            serde_json::from_str(&text).map_err(|source| Error::Json { path, source })?;
+        let weights = dir.join(format!("weights-{}.safetensors", state.step));
+        let moments = dir.join(format!("optimizer-{}.safetensors", state.step));
+        Ok((state, weights, moments))
+    }
+}

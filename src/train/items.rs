@@ -1,0 +1,247 @@
+//! Training items (one encoder input with the labels of the heads that read it),
+//! epoch composition, length-bucketed batches, and evaluation over items.
+
+use candle_core::{Device, Tensor};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::data::{DataSource, LabelledExample};
+use crate::error::{Error, Result};
+use crate::metrics::{ConfusionMatrix, EvalReport, HeadReport};
+use crate::model::{HeadSpec, Model, Reading};
+use crate::tokenize::{Encoded, TextEncoder, pad_batch};
+
+/// One encoder input and, per model head, its label (only for heads reading this input).
+#[derive(Debug, Clone)]
+pub struct Item {
+    /// Token ids.
+    pub encoded: Encoded,
+    /// Label index per model head; `None` where the head is unlabelled or reads the
+    /// other encoding of the example.
+    pub labels: Vec<Option<u32>>,
+    /// Index of the data source the example came from.
+    pub source: usize,
+}
+
+/// Splits examples into items: one per encoding (text alone, or (target, text)) that some
+/// labelled head reads. `head_of_label[j]` is the model head of the examples' j-th label.
+pub fn build_items(
+    examples: &[LabelledExample],
+    head_of_label: &[usize],
+    heads: &[HeadSpec],
+    encoder: &TextEncoder,
+    sources: &[DataSource],
+) -> Result<Vec<Item>> {
+    let mut items = Vec::with_capacity(examples.len());
+    for example in examples {
+        let has_target = example.target.is_some();
+        for reading in [Reading::Text, Reading::Pair] {
+            let mut labels = vec![None; heads.len()];
+            for (j, label) in example.labels.iter().enumerate() {
+                let Some(label) = label else { continue };
+                let head = &heads[head_of_label[j]];
+                match head.input.reading(has_target) {
+                    Some(r) if r == reading => labels[head_of_label[j]] = Some(*label),
+                    Some(_) => {}
+                    None => {
+                        return Err(Error::Record {
+                            source_name: sources[example.source].path.display().to_string(),
+                            line: example.line,
+                            reason: format!(
+                                "head {:?} reads (target, text) pairs, but the row has no target",
+                                head.name
+                            ),
+                        });
+                    }
+                }
+            }
+            if labels.iter().all(Option::is_none) {
+                continue;
+            }
+            let target = match reading {
+                Reading::Pair => example.target.as_deref(),
+                Reading::Text => None,
+            };
+            let encoded = encoder
+                .encode(target, &example.text)
+                .map_err(|e| Error::Record {
+                    source_name: sources[example.source].path.display().to_string(),
+                    line: example.line,
+                    reason: e.to_string(),
+                })?;
+            items.push(Item {
+                encoded,
+                labels,
+                source: example.source,
+            });
+        }
+    }
+    Ok(items)
+}
+
+/// A random generator derived from the run's seed and a purpose-specific stream, so each
+/// epoch's order and each batch's dropout are reproducible on their own (resume needs that).
+pub fn stream_rng(seed: u64, stream: u64, index: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(stream);
+    rng.set_word_pos(u128::from(index) << 64);
+    rng
+}
+
+/// Stream ids of [`stream_rng`].
+pub mod streams {
+    /// Epoch composition and order.
+    pub const EPOCH: u64 = 1;
+    /// Dropout masks of a batch.
+    pub const DROPOUT: u64 = 2;
+}
+
+/// How many items of each source an epoch takes: `round(weight * count)`.
+pub fn epoch_counts(items: &[Item], weights: &[f64]) -> Vec<usize> {
+    let mut per_source = vec![0usize; weights.len()];
+    for item in items {
+        per_source[item.source] += 1;
+    }
+    per_source
+        .iter()
+        .zip(weights)
+        .map(|(&n, &w)| (n as f64 * w).round() as usize)
+        .collect()
+}
+
+/// The micro-batches of one epoch, as indices into `items`: each source sampled to its
+/// weight (whole copies, then a random subset for the fraction), shuffled, sorted by
+/// length within windows of 32 batches (little padding), and the batches shuffled.
+pub fn epoch_batches(
+    items: &[Item],
+    weights: &[f64],
+    batch_size: usize,
+    seed: u64,
+    epoch: usize,
+) -> Vec<Vec<usize>> {
+    let mut rng = stream_rng(seed, streams::EPOCH, epoch as u64);
+    let mut by_source: Vec<Vec<usize>> = vec![Vec::new(); weights.len()];
+    for (i, item) in items.iter().enumerate() {
+        by_source[item.source].push(i);
+    }
+    let mut chosen = Vec::new();
+    for (indices, count) in by_source.iter_mut().zip(epoch_counts(items, weights)) {
+        if indices.is_empty() {
+            continue;
+        }
+        let mut left = count;
+        while left >= indices.len() {
+            chosen.extend_from_slice(indices);
+            left -= indices.len();
+        }
+        indices.shuffle(&mut rng);
+        chosen.extend_from_slice(&indices[..left]);
+    }
+    chosen.shuffle(&mut rng);
+    let window = batch_size * 32;
+    let mut batches: Vec<Vec<usize>> = Vec::new();
+    for chunk in chosen.chunks_mut(window) {
+        chunk.sort_by_key(|&i| items[i].encoded.len());
+        batches.extend(chunk.chunks(batch_size).map(<[usize]>::to_vec));
+    }
+    batches.shuffle(&mut rng);
+    // Keep the generator's later draws unused: the count above fixes the epoch.
+    let _ = rng.random::<u32>();
+    batches
+}
+
+/// Pads the items of one batch.
+pub fn batch_input(
+    items: &[Item],
+    batch: &[usize],
+    pad_id: u32,
+    device: &Device,
+) -> Result<crate::model::EncoderInput> {
+    let encoded: Vec<&Encoded> = batch.iter().map(|&i| &items[i].encoded).collect();
+    Ok(pad_batch(&encoded, pad_id, device)?)
+}
+
+/// Accuracy, F1 and confusion per head over `items`, predicting in eval mode.
+/// Only heads with at least one labelled item are reported.
+pub fn evaluate(
+    model: &Model,
+    items: &[Item],
+    batch_size: usize,
+    device: &Device,
+) -> Result<EvalReport> {
+    let heads = &model.config().heads;
+    let mut matrices: Vec<ConfusionMatrix> = heads
+        .iter()
+        .map(|h| ConfusionMatrix::new(h.labels.clone()))
+        .collect();
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by_key(|&i| items[i].encoded.len());
+    let pad = model.config().encoder.pad_token_id;
+    for batch in order.chunks(batch_size.max(1)) {
+        let needed: Vec<usize> = (0..heads.len())
+            .filter(|&h| batch.iter().any(|&i| items[i].labels[h].is_some()))
+            .collect();
+        if needed.is_empty() {
+            continue;
+        }
+        let input = batch_input(items, batch, pad, device)?;
+        let output = model.forward_t(&input, &needed, false)?;
+        for (head, logits) in output.logits {
+            let predicted: Vec<u32> = logits.argmax(candle_core::D::Minus1)?.to_vec1()?;
+            for (&i, &p) in batch.iter().zip(&predicted) {
+                if let Some(gold) = items[i].labels[head] {
+                    matrices[head]
+                        .add(gold as usize, p as usize)
+                        .map_err(|e| Error::Training(e.to_string()))?;
+                }
+            }
+        }
+    }
+    Ok(EvalReport {
+        heads: heads
+            .iter()
+            .zip(matrices)
+            .filter(|(_, m)| m.total() > 0)
+            .map(|(h, m)| HeadReport::new(&h.name, m))
+            .collect(),
+    })
+}
+
+/// Labels per head as a `(batch,)` slice for the loss.
+pub fn batch_labels(items: &[Item], batch: &[usize], head: usize) -> Vec<Option<u32>> {
+    batch.iter().map(|&i| items[i].labels[head]).collect()
+}
+
+/// Inverse-frequency class weights per head (`n / (classes * n_c)`, scikit-learn's
+/// "balanced"); classes absent from the data get weight 1.
+pub fn class_weights(items: &[Item], heads: &[HeadSpec]) -> Vec<Vec<f32>> {
+    heads
+        .iter()
+        .enumerate()
+        .map(|(h, spec)| {
+            let mut counts = vec![0usize; spec.labels.len()];
+            for item in items {
+                if let Some(l) = item.labels[h] {
+                    counts[l as usize] += 1;
+                }
+            }
+            let total: usize = counts.iter().sum();
+            counts
+                .iter()
+                .map(|&c| {
+                    if c == 0 {
+                        1.0
+                    } else {
+                        total as f32 / (spec.labels.len() as f32 * c as f32)
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// A scalar tensor's value.
+pub fn scalar(t: &Tensor) -> Result<f32> {
+    Ok(t.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?)
+}
