@@ -10,7 +10,13 @@ use serde::Serialize;
 use standpoint::hub::ResolveOptions;
 use standpoint::output::Sink;
 use standpoint::records::{JsonlQueries, QueryRecord};
-use standpoint::{Classifier, ClassifierOptions, Prediction, Query, parse_device, parse_dtype};
+use standpoint::eval::{EvalFields, evaluate_files};
+use standpoint::train::{HeadPlan, TrainConfig};
+use standpoint::{
+    Classifier, ClassifierOptions, HeadPooling, Prediction, Query, parse_device, parse_dtype,
+};
+
+mod progress;
 
 #[derive(Parser)]
 #[command(
@@ -29,6 +35,113 @@ enum Command {
     Classify(ClassifyArgs),
     /// Describe a model: architecture, heads, labels, parameter count.
     Info(InfoArgs),
+    /// Fine-tune an encoder or a standpoint model on labelled JSONL/CSV/TSV data.
+    Train(Box<TrainArgs>),
+    /// Score a model on labelled data: accuracy, macro-F1, per-class scores, confusion.
+    Eval(EvalArgs),
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Starting point: an encoder or a standpoint model (folder or hub id).
+    #[arg(long, required_unless_present = "resume")]
+    base: Option<String>,
+    /// Output folder; it becomes a complete model folder.
+    #[arg(long, short, required_unless_present = "resume")]
+    output: Option<PathBuf>,
+    /// Continue the interrupted run in this output folder, with its saved settings.
+    #[arg(long, value_name = "OUTPUT", conflicts_with_all = ["base", "output"])]
+    resume: Option<PathBuf>,
+    /// Training file, FILE[:WEIGHT] (JSONL, CSV or TSV); repeat to mix files.
+    #[arg(long = "train", value_name = "FILE[:WEIGHT]", required_unless_present = "resume")]
+    train: Vec<String>,
+    /// Dev file for evaluation and model selection; repeatable.
+    #[arg(long = "dev", value_name = "FILE")]
+    dev: Vec<String>,
+    /// Head to train, NAME[:pair|text|auto][=FIELD] (default input: pair); repeatable.
+    #[arg(long = "head", value_name = "SPEC", required_unless_present = "resume")]
+    heads: Vec<String>,
+    /// Label schema JSON ({"heads": [{"name", "labels"}]}); default: labels found in the data.
+    #[arg(long)]
+    schema: Option<PathBuf>,
+    /// Field holding the sentence.
+    #[arg(long, default_value = "text")]
+    text_field: String,
+    /// Field holding the target.
+    #[arg(long, default_value = "target")]
+    target_field: String,
+    /// Pooling of new heads: mean, pooler, dense_tanh or dense_relu.
+    #[arg(long, default_value = "mean")]
+    pooling: String,
+    #[arg(long, default_value_t = 3)]
+    epochs: usize,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Micro-batches per optimizer step.
+    #[arg(long, default_value_t = 1)]
+    grad_accum: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 5e-5)]
+    lr: f64,
+    #[arg(long, default_value_t = 0.01)]
+    weight_decay: f64,
+    /// Fraction of steps spent warming up.
+    #[arg(long, default_value_t = 0.1)]
+    warmup_ratio: f64,
+    /// Clip gradients to this global norm (0: off).
+    #[arg(long, default_value_t = 1.0)]
+    max_grad_norm: f64,
+    #[arg(long, default_value_t = 0.0)]
+    label_smoothing: f64,
+    /// Weight classes by inverse frequency.
+    #[arg(long)]
+    class_weights: bool,
+    /// Token limit per input.
+    #[arg(long, default_value_t = 128)]
+    max_length: usize,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Stop after this many epochs without improvement.
+    #[arg(long)]
+    patience: Option<usize>,
+    /// Dev metric for the best checkpoint: [HEAD.|mean.]accuracy|macro_f1|macro_recall|favor_against_f1.
+    #[arg(long, default_value = "mean.macro_f1")]
+    select: String,
+    /// Save resume state every N optimizer steps (0: at epoch ends only).
+    #[arg(long, default_value_t = 200)]
+    save_every: usize,
+    /// Model name written to config.json.
+    #[arg(long)]
+    name: Option<String>,
+    /// Model version written to config.json.
+    #[arg(long)]
+    version: Option<String>,
+    /// cpu, cuda[:N] or metal[:N].
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Labelled file (JSONL, CSV or TSV); repeatable, pooled.
+    #[arg(long = "data", value_name = "FILE", required = true)]
+    data: Vec<String>,
+    /// Field holding the sentence.
+    #[arg(long, default_value = "text")]
+    text_field: String,
+    /// Field holding the target.
+    #[arg(long, default_value = "target")]
+    target_field: String,
+    /// Read a head's labels from another field, HEAD=FIELD; repeatable.
+    #[arg(long = "label-field", value_name = "HEAD=FIELD")]
+    label_fields: Vec<String>,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
 }
 
 #[derive(Args)]
@@ -245,11 +358,95 @@ fn info(args: &InfoArgs) -> Result<()> {
     Ok(())
 }
 
+fn train_config(args: &TrainArgs) -> Result<TrainConfig> {
+    if let Some(output) = &args.resume {
+        return Ok(standpoint::train::saved_config(output)?);
+    }
+    let (Some(base), Some(output)) = (&args.base, &args.output) else {
+        anyhow::bail!("--base and --output are required (or --resume OUTPUT)");
+    };
+    let heads = args
+        .heads
+        .iter()
+        .map(|h| HeadPlan::parse(h))
+        .collect::<standpoint::Result<Vec<_>>>()?;
+    let pooling: HeadPooling = serde_json::from_value(serde_json::Value::String(args.pooling.clone()))
+        .map_err(|_| anyhow::anyhow!("--pooling must be mean, pooler, dense_tanh or dense_relu"))?;
+    Ok(TrainConfig {
+        dev: args.dev.clone(),
+        schema: args.schema.clone(),
+        text_field: args.text_field.clone(),
+        target_field: args.target_field.clone(),
+        pooling,
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        grad_accum: args.grad_accum,
+        lr: args.lr,
+        weight_decay: args.weight_decay,
+        warmup_ratio: args.warmup_ratio,
+        max_grad_norm: args.max_grad_norm,
+        label_smoothing: args.label_smoothing,
+        class_weights: args.class_weights,
+        max_length: args.max_length,
+        seed: args.seed,
+        patience: args.patience,
+        select: args.select.clone(),
+        save_every: args.save_every,
+        name: args.name.clone(),
+        version: args.version.clone(),
+        device: args.device.clone(),
+        ..TrainConfig::new(base, output, args.train.clone(), heads)
+    })
+}
+
+fn train(args: &TrainArgs) -> Result<()> {
+    let config = train_config(args)?;
+    let mut progress = progress::TrainProgress::new();
+    let summary = standpoint::train::train(&config, args.resume.is_some(), &mut progress)?;
+    progress.finish();
+    match summary.best {
+        Some(best) => eprintln!(
+            "saved the best model ({} = {:.4}) to {}",
+            config.select,
+            best,
+            summary.output.display()
+        ),
+        None => eprintln!("saved the model to {}", summary.output.display()),
+    }
+    Ok(())
+}
+
+fn eval(args: &EvalArgs) -> Result<()> {
+    let classifier = args.model.load(args.batch_size, None)?;
+    let head_fields = args
+        .label_fields
+        .iter()
+        .map(|spec| {
+            spec.split_once('=')
+                .map(|(h, f)| (h.to_string(), f.to_string()))
+                .ok_or_else(|| anyhow::anyhow!("--label-field expects HEAD=FIELD, got {spec:?}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let fields = EvalFields {
+        text: args.text_field.clone(),
+        target: args.target_field.clone(),
+        head_fields,
+    };
+    let report = evaluate_files(&classifier, &args.data, &fields)?;
+    println!("{}", report.render());
+    if let Some(path) = &args.report {
+        standpoint::train::write_report(path, &report)?;
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Classify(args) => classify(args),
         Command::Info(args) => info(args),
+        Command::Train(args) => train(args),
+        Command::Eval(args) => eval(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
