@@ -11,9 +11,7 @@ use crate::error::{Error, Result};
 use crate::hub::{self, ModelSource, ResolveOptions};
 use crate::model::config::config_path;
 use crate::model::weights::{self, LoadReport};
-use crate::model::{
-    Architecture, HeadInput, HeadSpec, Model, ModelConfig, Reading, heads, ops,
-};
+use crate::model::{Architecture, HeadInput, HeadSpec, Model, ModelConfig, Reading, heads, ops};
 use crate::tokenize::{Encoded, TextEncoder, pad_batch};
 
 /// How to load and run a classifier.

@@ -3,7 +3,9 @@
 use crate::classify::Classifier;
 use crate::error::{Error, Result};
 use crate::metrics::EvalReport;
-use crate::train::data::{DataSource, FieldMap, HeadLabels, LabelSchema, encode_labels, read_sources};
+use crate::train::data::{
+    DataSource, FieldMap, HeadLabels, LabelSchema, encode_labels, read_sources,
+};
 use crate::train::items::{build_items, evaluate};
 
 /// Which fields of the data hold what; each head's labels are read from the field named

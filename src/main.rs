@@ -7,10 +7,10 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
+use standpoint::eval::{EvalFields, evaluate_files};
 use standpoint::hub::ResolveOptions;
 use standpoint::output::Sink;
 use standpoint::records::{JsonlQueries, QueryRecord};
-use standpoint::eval::{EvalFields, evaluate_files};
 use standpoint::train::{HeadPlan, TrainConfig};
 use standpoint::{
     Classifier, ClassifierOptions, HeadPooling, Prediction, Query, parse_device, parse_dtype,
@@ -53,7 +53,11 @@ struct TrainArgs {
     #[arg(long, value_name = "OUTPUT", conflicts_with_all = ["base", "output"])]
     resume: Option<PathBuf>,
     /// Training file, FILE[:WEIGHT] (JSONL, CSV or TSV); repeat to mix files.
-    #[arg(long = "train", value_name = "FILE[:WEIGHT]", required_unless_present = "resume")]
+    #[arg(
+        long = "train",
+        value_name = "FILE[:WEIGHT]",
+        required_unless_present = "resume"
+    )]
     train: Vec<String>,
     /// Dev file for evaluation and model selection; repeatable.
     #[arg(long = "dev", value_name = "FILE")]
@@ -370,8 +374,10 @@ fn train_config(args: &TrainArgs) -> Result<TrainConfig> {
         .iter()
         .map(|h| HeadPlan::parse(h))
         .collect::<standpoint::Result<Vec<_>>>()?;
-    let pooling: HeadPooling = serde_json::from_value(serde_json::Value::String(args.pooling.clone()))
-        .map_err(|_| anyhow::anyhow!("--pooling must be mean, pooler, dense_tanh or dense_relu"))?;
+    let pooling: HeadPooling =
+        serde_json::from_value(serde_json::Value::String(args.pooling.clone())).map_err(|_| {
+            anyhow::anyhow!("--pooling must be mean, pooler, dense_tanh or dense_relu")
+        })?;
     Ok(TrainConfig {
         dev: args.dev.clone(),
         schema: args.schema.clone(),

@@ -10,11 +10,13 @@ use standpoint::train::{StepInfo, TrainObserver};
 /// to stderr as plain lines, so logs stay readable when stderr is a file.
 pub struct TrainProgress {
     bar: ProgressBar,
+    drawn: bool,
 }
 
 impl TrainProgress {
     pub fn new() -> Self {
-        let target = if std::io::stderr().is_terminal() {
+        let drawn = std::io::stderr().is_terminal();
+        let target = if drawn {
             ProgressDrawTarget::stderr()
         } else {
             ProgressDrawTarget::hidden()
@@ -27,11 +29,20 @@ impl TrainProgress {
             .expect("valid template")
             .progress_chars("=> "),
         );
-        TrainProgress { bar }
+        TrainProgress { bar, drawn }
     }
 
     pub fn finish(&self) {
         self.bar.finish_and_clear();
+    }
+
+    /// A line above the bar, or a plain stderr line when no bar is drawn.
+    fn line(&self, text: &str) {
+        if self.drawn {
+            self.bar.println(text);
+        } else {
+            eprintln!("{text}");
+        }
     }
 }
 
@@ -53,18 +64,23 @@ impl TrainObserver for TrainProgress {
     fn epoch(&mut self, record: &EpochRecord) {
         let dev = record
             .selection
-            .map(|s| format!(", dev {s:.4}{}", if record.best { " (best, saved)" } else { "" }))
+            .map(|s| {
+                format!(
+                    ", dev {s:.4}{}",
+                    if record.best { " (best, saved)" } else { "" }
+                )
+            })
             .unwrap_or_default();
-        self.bar.println(format!(
+        self.line(&format!(
             "epoch {}: train loss {:.4}, {:.1} ex/s{dev}",
             record.epoch, record.train_loss, record.examples_per_second
         ));
         if let Some(report) = &record.dev {
-            self.bar.println(report.render());
+            self.line(&report.render());
         }
     }
 
     fn note(&mut self, message: &str) {
-        self.bar.println(message);
+        self.line(message);
     }
 }

@@ -274,3 +274,53 @@ fn missing_model_is_an_error_not_a_panic() {
     );
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[test]
+fn eval_prints_a_table_and_writes_a_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("dev.csv");
+    std::fs::write(
+        &data,
+        "sentence,target,gold\n\"NATO has refused practical cooperation.\",NATO,against\nThere is an objective need for dialogue.,,neutral\nMoscow said cooperation has ended.,Russia,favor\n",
+    )
+    .unwrap();
+    let report = tmp.path().join("report.json");
+    let args = [
+        "eval",
+        "--model",
+        &model(),
+        "--data",
+        data.to_str().unwrap(),
+        "--text-field",
+        "sentence",
+        "--label-field",
+        "classification=gold",
+        "--report",
+        report.to_str().unwrap(),
+    ];
+    let out = standpoint(&args, None);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("classification: 3 examples"), "{stdout}");
+    assert!(stdout.contains("gold \\ predicted"), "{stdout}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(json["heads"][0]["examples"], 3);
+    assert_eq!(
+        json["heads"][0]["confusion"]["labels"],
+        serde_json::json!(["against", "neutral", "favor"])
+    );
+
+    std::fs::write(&data, "sentence,gold\nok,neutral\nfine,pro\n").unwrap();
+    let out = standpoint(&args, None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.contains("dev.csv:3: unknown label \"pro\""),
+        "{stderr}"
+    );
+}

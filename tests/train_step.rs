@@ -54,15 +54,25 @@ fn ids(rows: &[Vec<u32>]) -> Tensor {
 
 fn run_scenario(name: &str) {
     let expected = fixture("expected");
-    let fx: Fixture =
-        serde_json::from_str(&std::fs::read_to_string(expected.join("tiny-bert-train-step.json")).unwrap()).unwrap();
+    let fx: Fixture = serde_json::from_str(
+        &std::fs::read_to_string(expected.join("tiny-bert-train-step.json")).unwrap(),
+    )
+    .unwrap();
     let scenario = &fx.scenarios[name];
-    let case = reference("tiny-bert").cases.into_iter().find(|c| c.name == "pairs").unwrap();
+    let case = reference("tiny-bert")
+        .cases
+        .into_iter()
+        .find(|c| c.name == "pairs")
+        .unwrap();
 
     let dir = fixture("tiny-bert");
     let config = ModelConfig::from_file(&dir.join("config.json")).unwrap();
     let mut varmap = VarMap::new();
-    let model = Model::new(&config, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
+    let model = Model::new(
+        &config,
+        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+    )
+    .unwrap();
     varmap.load(dir.join("model.safetensors")).unwrap();
     let before: HashMap<String, Vec<f32>> = varmap
         .data()
@@ -71,7 +81,13 @@ fn run_scenario(name: &str) {
         .iter()
         .map(|(n, v)| (n.clone(), v.flatten_all().unwrap().to_vec1().unwrap()))
         .collect();
-    let mut named: Vec<_> = varmap.data().lock().unwrap().iter().map(|(n, v)| (n.clone(), v.clone())).collect();
+    let mut named: Vec<_> = varmap
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect();
     named.sort_by(|a, b| a.0.cmp(&b.0));
     let mut optimizer = AdamW::new(
         named.clone(),
@@ -91,7 +107,12 @@ fn run_scenario(name: &str) {
         token_type_ids: ids(&case.token_type_ids),
         attention_mask: ids(&case.attention_mask),
     };
-    let logits = model.forward_t(&input, &[0], false).unwrap().logits.remove(0).1;
+    let logits = model
+        .forward_t(&input, &[0], false)
+        .unwrap()
+        .logits
+        .remove(0)
+        .1;
     let labels: Vec<Option<u32>> = fx
         .labels
         .iter()
@@ -110,9 +131,16 @@ fn run_scenario(name: &str) {
     .unwrap()
     .unwrap();
     let loss_value = loss.to_scalar::<f32>().unwrap();
-    assert!((loss_value - scenario.loss).abs() < 1e-5, "{name}: loss {loss_value} vs {}", scenario.loss);
+    assert!(
+        (loss_value - scenario.loss).abs() < 1e-5,
+        "{name}: loss {loss_value} vs {}",
+        scenario.loss
+    );
     let grads = loss.backward().unwrap();
-    let mut grads: Vec<Option<Tensor>> = named.iter().map(|(_, v)| grads.get(v.as_tensor()).cloned()).collect();
+    let mut grads: Vec<Option<Tensor>> = named
+        .iter()
+        .map(|(_, v)| grads.get(v.as_tensor()).cloned())
+        .collect();
     let norm = clip_global_norm(&mut grads, fx.max_grad_norm).unwrap();
     assert!(
         (norm - scenario.grad_norm).abs() < 1e-5 * scenario.grad_norm,
@@ -123,20 +151,33 @@ fn run_scenario(name: &str) {
 
     // Every updated weight, 10x tighter than the 1e-5 asked for: tight enough that skipping
     // the clipping (which moves stable weights by ~7.5e-6) would fail.
-    let want = candle_core::safetensors::load(expected.join(&scenario.weights), &Device::Cpu).unwrap();
+    let want =
+        candle_core::safetensors::load(expected.join(&scenario.weights), &Device::Cpu).unwrap();
     assert_eq!(want.len(), named.len());
     let bound = fx.optimizer.lr * (1.0 + fx.optimizer.weight_decay) * 1.001;
     let mut checked = 0usize;
     for (var_name, var) in &named {
         let got: Vec<f32> = var.flatten_all().unwrap().to_vec1().unwrap();
         let reference: Vec<f32> = want[var_name].flatten_all().unwrap().to_vec1().unwrap();
-        let unstable: HashSet<usize> = scenario.unstable.get(var_name).into_iter().flatten().copied().collect();
+        let unstable: HashSet<usize> = scenario
+            .unstable
+            .get(var_name)
+            .into_iter()
+            .flatten()
+            .copied()
+            .collect();
         for (i, (g, r)) in got.iter().zip(&reference).enumerate() {
             if unstable.contains(&i) {
                 let moved = (g - before[var_name][i]).abs() as f64;
-                assert!(moved <= bound * (1.0 + before[var_name][i].abs() as f64), "{name}: {var_name}[{i}] moved {moved}");
+                assert!(
+                    moved <= bound * (1.0 + before[var_name][i].abs() as f64),
+                    "{name}: {var_name}[{i}] moved {moved}"
+                );
             } else {
-                assert!((g - r).abs() < 1e-6, "{name}: {var_name}[{i}] = {g}, PyTorch {r}");
+                assert!(
+                    (g - r).abs() < 1e-6,
+                    "{name}: {var_name}[{i}] = {g}, PyTorch {r}"
+                );
                 checked += 1;
             }
         }

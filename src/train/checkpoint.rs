@@ -34,14 +34,11 @@ pub fn varmap_tensors(varmap: &VarMap, dtype: DType) -> Result<HashMap<String, T
 
 /// Writes tensors as safetensors, atomically.
 pub fn save_tensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
-    let bytes = safetensors::serialize(
-        tensors.iter().map(|(k, v)| (k.as_str(), v)),
-        None,
-    )
-    .map_err(|e| Error::CorruptWeights {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+    let bytes = safetensors::serialize(tensors.iter().map(|(k, v)| (k.as_str(), v)), None)
+        .map_err(|e| Error::CorruptWeights {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
     write_atomic(path, &bytes)
 }
 
@@ -65,7 +62,10 @@ pub fn save_model(
         map.insert("torch_dtype".into(), name.into());
         map.remove("dtype");
     }
-    save_tensors(&varmap_tensors(varmap, dtype)?, &dir.join("model.safetensors"))?;
+    save_tensors(
+        &varmap_tensors(varmap, dtype)?,
+        &dir.join("model.safetensors"),
+    )?;
     let tokenizer = std::fs::read(tokenizer_json).map_err(|e| Error::io(tokenizer_json, e))?;
     write_atomic(&dir.join("tokenizer.json"), &tokenizer)?;
     let text = serde_json::to_string_pretty(&raw).expect("plain JSON serialises");

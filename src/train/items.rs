@@ -89,8 +89,43 @@ pub fn stream_rng(seed: u64, stream: u64, index: u64) -> ChaCha8Rng {
     rng
 }
 
+/// Re-draws the variables `names` of `varmap` from the run's seed: matrices from
+/// N(0, 0.02²) as transformers initialises linear layers, vectors (biases) as zeros.
+/// candle's own initialisers draw from an unseeded generator, which would make two runs
+/// with one seed differ.
+pub fn reinitialise(varmap: &candle_nn::VarMap, names: &[String], seed: u64) -> Result<()> {
+    let vars = varmap
+        .data()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for (i, name) in names.iter().enumerate() {
+        let Some(var) = vars.get(name) else { continue };
+        let value = if var.rank() >= 2 {
+            let mut rng = stream_rng(seed, streams::INIT, i as u64);
+            let n = var.elem_count();
+            let values: Vec<f32> = (0..n)
+                .map(|_| {
+                    // Box-Muller: two uniforms in (0, 1] give one standard normal.
+                    let u1: f32 = 1.0 - rng.random::<f32>();
+                    let u2: f32 = rng.random::<f32>();
+                    (-2.0 * u1.ln()).sqrt()
+                        * (std::f32::consts::TAU * u2).cos()
+                        * crate::model::layers::INIT_STD as f32
+                })
+                .collect();
+            Tensor::from_vec(values, var.shape(), var.device())?.to_dtype(var.dtype())?
+        } else {
+            var.as_tensor().zeros_like()?
+        };
+        var.set(&value)?;
+    }
+    Ok(())
+}
+
 /// Stream ids of [`stream_rng`].
 pub mod streams {
+    /// Initial values of new parameters.
+    pub const INIT: u64 = 3;
     /// Epoch composition and order.
     pub const EPOCH: u64 = 1;
     /// Dropout masks of a batch.

@@ -42,7 +42,11 @@ pub fn cross_entropy(
             candle_core::bail!("label index {gold} out of range for {classes} classes");
         }
         for c in 0..classes {
-            let hard = if c == gold { (1.0 - eps) * weight(gold) } else { 0.0 };
+            let hard = if c == gold {
+                (1.0 - eps) * weight(gold)
+            } else {
+                0.0
+            };
             coef[r * classes + c] = (hard + eps / classes as f32 * weight(c)) / total;
         }
     }
@@ -60,7 +64,11 @@ mod tests {
     use candle_core::Device;
 
     fn logits() -> Tensor {
-        Tensor::new(&[[1.0f32, 2.0, 0.5], [0.1, -1.0, 3.0], [0.0, 0.0, 0.0]], &Device::Cpu).unwrap()
+        Tensor::new(
+            &[[1.0f32, 2.0, 0.5], [0.1, -1.0, 3.0], [0.0, 0.0, 0.0]],
+            &Device::Cpu,
+        )
+        .unwrap()
     }
 
     fn value(t: Option<Tensor>) -> f32 {
@@ -69,20 +77,35 @@ mod tests {
 
     #[test]
     fn plain_matches_candle_cross_entropy() {
-        let want = candle_nn::loss::cross_entropy(&logits(), &Tensor::new(&[1u32, 2, 0], &Device::Cpu).unwrap())
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let want = candle_nn::loss::cross_entropy(
+            &logits(),
+            &Tensor::new(&[1u32, 2, 0], &Device::Cpu).unwrap(),
+        )
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
         let got = value(cross_entropy(&logits(), &[Some(1), Some(2), Some(0)], None, 0.0).unwrap());
         assert!((got - want).abs() < 1e-6);
     }
 
     #[test]
     fn unlabelled_rows_are_left_out() {
-        let all = value(cross_entropy(&logits().narrow(0, 0, 2).unwrap(), &[Some(1), Some(2)], None, 0.0).unwrap());
+        let all = value(
+            cross_entropy(
+                &logits().narrow(0, 0, 2).unwrap(),
+                &[Some(1), Some(2)],
+                None,
+                0.0,
+            )
+            .unwrap(),
+        );
         let masked = value(cross_entropy(&logits(), &[Some(1), Some(2), None], None, 0.0).unwrap());
         assert!((all - masked).abs() < 1e-6);
-        assert!(cross_entropy(&logits(), &[None, None, None], None, 0.0).unwrap().is_none());
+        assert!(
+            cross_entropy(&logits(), &[None, None, None], None, 0.0)
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]

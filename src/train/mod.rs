@@ -198,8 +198,7 @@ impl TrainConfig {
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return bad("lr", "must be positive");
         }
-        if !(0.0..1.0).contains(&self.warmup_ratio) || !(0.0..1.0).contains(&self.label_smoothing)
-        {
+        if !(0.0..1.0).contains(&self.warmup_ratio) || !(0.0..1.0).contains(&self.label_smoothing) {
             return bad("warmup_ratio/label_smoothing", "must be in [0, 1)");
         }
         Ok(())
@@ -269,7 +268,11 @@ struct Setup {
 
 /// Trains as `config` says; with `resume`, continues the run whose output folder is
 /// `config.output` from its last saved state.
-pub fn train(config: &TrainConfig, resume: bool, observer: &mut dyn TrainObserver) -> Result<TrainSummary> {
+pub fn train(
+    config: &TrainConfig,
+    resume: bool,
+    observer: &mut dyn TrainObserver,
+) -> Result<TrainSummary> {
     config.check()?;
     let setup = prepare(config, observer)?;
     run(setup, resume, observer)
@@ -300,7 +303,11 @@ fn prepare(config: &TrainConfig, observer: &mut dyn TrainObserver) -> Result<Set
     let mut model_config = base_config.clone();
     model_config.name = config.name.clone().or(model_config.name);
     model_config.version = config.version.clone().or(model_config.version);
-    let given_schema = config.schema.as_deref().map(LabelSchema::from_file).transpose()?;
+    let given_schema = config
+        .schema
+        .as_deref()
+        .map(LabelSchema::from_file)
+        .transpose()?;
     let fields = FieldMap {
         text: config.text_field.clone(),
         target: config.target_field.clone(),
@@ -308,7 +315,12 @@ fn prepare(config: &TrainConfig, observer: &mut dyn TrainObserver) -> Result<Set
         heads: config
             .heads
             .iter()
-            .map(|h| (h.name.clone(), h.field.clone().unwrap_or_else(|| h.name.clone())))
+            .map(|h| {
+                (
+                    h.name.clone(),
+                    h.field.clone().unwrap_or_else(|| h.name.clone()),
+                )
+            })
             .collect(),
     };
     let sources = parse_sources(&config.train)?;
@@ -334,12 +346,18 @@ fn prepare(config: &TrainConfig, observer: &mut dyn TrainObserver) -> Result<Set
         let labels = match base_config.head(&plan.name) {
             Some(existing) => existing.labels.clone(),
             None => {
-                let source = given_schema.as_ref().or(inferred.as_ref()).expect("one is set");
-                let head = source.head(&plan.name).ok_or_else(|| Error::InvalidOption {
-                    option: "schema",
-                    reason: format!("the label schema has no head {:?}", plan.name),
-                })?;
-                let spec = HeadSpec::new(&plan.name, head.labels.clone(), plan.input, config.pooling);
+                let source = given_schema
+                    .as_ref()
+                    .or(inferred.as_ref())
+                    .expect("one is set");
+                let head = source
+                    .head(&plan.name)
+                    .ok_or_else(|| Error::InvalidOption {
+                        option: "schema",
+                        reason: format!("the label schema has no head {:?}", plan.name),
+                    })?;
+                let spec =
+                    HeadSpec::new(&plan.name, head.labels.clone(), plan.input, config.pooling);
                 model_config.heads.push(spec);
                 new_heads.push(plan.name.clone());
                 head.labels.clone()
@@ -354,34 +372,70 @@ fn prepare(config: &TrainConfig, observer: &mut dyn TrainObserver) -> Result<Set
     let dev_labelled = encode_labels(dev_examples, &fields, &schema, &dev_sources)?;
     let head_of_label: Vec<usize> = names
         .iter()
-        .map(|n| model_config.heads.iter().position(|h| &h.name == n).expect("added above"))
+        .map(|n| {
+            model_config
+                .heads
+                .iter()
+                .position(|h| &h.name == n)
+                .expect("added above")
+        })
         .collect();
-    let train_items =
-        items::build_items(&train_labelled, &head_of_label, &model_config.heads, &encoder, &sources)?;
-    let dev_items =
-        items::build_items(&dev_labelled, &head_of_label, &model_config.heads, &encoder, &dev_sources)?;
+    let train_items = items::build_items(
+        &train_labelled,
+        &head_of_label,
+        &model_config.heads,
+        &encoder,
+        &sources,
+    )?;
+    let dev_items = items::build_items(
+        &dev_labelled,
+        &head_of_label,
+        &model_config.heads,
+        &encoder,
+        &dev_sources,
+    )?;
     if train_items.is_empty() {
-        return Err(Error::Training("the training data holds no labelled example".into()));
+        return Err(Error::Training(
+            "the training data holds no labelled example".into(),
+        ));
     }
 
     // The model, from a VarMap, with the starting weights loaded into it.
     let varmap = VarMap::new();
-    let model = Model::new(&model_config, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
+    let model = Model::new(
+        &model_config,
+        VarBuilder::from_varmap(&varmap, DType::F32, &device),
+    )?;
     let prefixes: Vec<String> = model_config
         .heads
         .iter()
         .filter(|h| new_heads.contains(&h.name))
         .map(|h| h.tensor_prefix.clone())
         .collect();
-    let pooler = format!("{}.pooler.", model_config.encoder.architecture.tensor_prefix());
-    let report = weights::load_into_varmap(&weights_path(&resolved.dir), &model_config, &varmap, |name| {
-        name.starts_with(&pooler) || prefixes.iter().any(|p| !p.is_empty() && name.starts_with(p.as_str()))
-    })?;
+    let pooler = format!(
+        "{}.pooler.",
+        model_config.encoder.architecture.tensor_prefix()
+    );
+    let report = weights::load_into_varmap(
+        &weights_path(&resolved.dir),
+        &model_config,
+        &varmap,
+        |name| {
+            name.starts_with(&pooler)
+                || prefixes
+                    .iter()
+                    .any(|p| !p.is_empty() && name.starts_with(p.as_str()))
+        },
+    )?;
+    items::reinitialise(&varmap, &report.fresh, config.seed)?;
     if !report.fresh.is_empty() {
         observer.note(&format!("initialised fresh: {}", report.fresh.join(", ")));
     }
     if !report.unused.is_empty() {
-        observer.note(&format!("unused tensors of the starting model: {}", report.unused.join(", ")));
+        observer.note(&format!(
+            "unused tensors of the starting model: {}",
+            report.unused.join(", ")
+        ));
     }
     Ok(Setup {
         config: config.clone(),
@@ -402,7 +456,10 @@ fn parse_sources(specs: &[String]) -> Result<Vec<DataSource>> {
 
 /// The variables of the model in a fixed (name) order.
 fn named_vars(varmap: &VarMap) -> Vec<(String, candle_core::Var)> {
-    let vars = varmap.data().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let vars = varmap
+        .data()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut named: Vec<_> = vars.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
     named.sort_by(|a, b| a.0.cmp(&b.0));
     named
@@ -444,20 +501,27 @@ fn run(setup: Setup, resume: bool, observer: &mut dyn TrainObserver) -> Result<T
         weights::load_into_varmap(&weights_file, &model_config, &varmap, |_| false)?;
         optimizer.restore(&moments_file, saved.step)?;
         state = saved;
-        observer.note(&format!("resuming at epoch {}, step {}", state.epoch + 1, state.step));
+        observer.note(&format!(
+            "resuming at epoch {}, step {}",
+            state.epoch + 1,
+            state.step
+        ));
     } else {
         let text = serde_json::to_string_pretty(&config).expect("plain JSON serialises");
         write_atomic(&output.join("training_config.json"), text.as_bytes())?;
     }
 
-    let batches_per_epoch = items::epoch_batches(&train_items, &weights, config.batch_size, config.seed, 0).len();
+    let batches_per_epoch =
+        items::epoch_batches(&train_items, &weights, config.batch_size, config.seed, 0).len();
     let steps_per_epoch = batches_per_epoch.div_ceil(config.grad_accum);
     let total_steps = steps_per_epoch * config.epochs;
     let warmup = (total_steps as f64 * config.warmup_ratio).round() as usize;
     let class_weights = config
         .class_weights
         .then(|| items::class_weights(&train_items, &model_config.heads));
-    let abort_after: Option<usize> = std::env::var(ABORT_AFTER_STEP_ENV).ok().and_then(|v| v.parse().ok());
+    let abort_after: Option<usize> = std::env::var(ABORT_AFTER_STEP_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok());
     let pad = model_config.encoder.pad_token_id;
     let vars: Vec<candle_core::Var> = optimizer.vars().cloned().collect();
 
@@ -470,7 +534,13 @@ fn run(setup: Setup, resume: bool, observer: &mut dyn TrainObserver) -> Result<T
         let epoch = state.epoch;
         let epoch_started = Instant::now();
         let mut epoch_seen = 0usize;
-        let batches = items::epoch_batches(&train_items, &weights, config.batch_size, config.seed, epoch);
+        let batches = items::epoch_batches(
+            &train_items,
+            &weights,
+            config.batch_size,
+            config.seed,
+            epoch,
+        );
         let groups: Vec<&[Vec<usize>]> = batches.chunks(config.grad_accum).collect();
         let mut index = state.batch;
         while index < batches.len() {
@@ -488,7 +558,9 @@ fn run(setup: Setup, resume: bool, observer: &mut dyn TrainObserver) -> Result<T
                 for (head, logits) in &forward.logits {
                     let labels = items::batch_labels(&train_items, batch, *head);
                     let w = class_weights.as_ref().map(|w| w[*head].as_slice());
-                    if let Some(l) = loss::cross_entropy(logits, &labels, w, config.label_smoothing)? {
+                    if let Some(l) =
+                        loss::cross_entropy(logits, &labels, w, config.label_smoothing)?
+                    {
                         total = Some(match total {
                             Some(t) => (t + l)?,
                             None => l,
@@ -537,7 +609,8 @@ fn run(setup: Setup, resume: bool, observer: &mut dyn TrainObserver) -> Result<T
                 epoch: epoch + 1,
                 loss: step_loss,
                 learning_rate: lr,
-                examples_per_second: seen_since_start as f64 / started.elapsed().as_secs_f64().max(1e-9),
+                examples_per_second: seen_since_start as f64
+                    / started.elapsed().as_secs_f64().max(1e-9),
             });
             let epoch_done = index >= batches.len();
             if !epoch_done && config.save_every > 0 && state.step % config.save_every == 0 {
@@ -552,19 +625,33 @@ fn run(setup: Setup, resume: bool, observer: &mut dyn TrainObserver) -> Result<T
         let dev = if dev_items.is_empty() {
             None
         } else {
-            Some(items::evaluate(&model, &dev_items, config.batch_size * 2, &device)?)
+            Some(items::evaluate(
+                &model,
+                &dev_items,
+                config.batch_size * 2,
+                &device,
+            )?)
         };
         let selection = match &dev {
-            Some(report) => Some(report.metric(&config.select).ok_or_else(|| {
-                Error::InvalidOption {
-                    option: "select",
-                    reason: format!(
-                        "metric {:?} is not available (heads: {})",
-                        config.select,
-                        report.heads.iter().map(|h| h.head.as_str()).collect::<Vec<_>>().join(", ")
-                    ),
-                }
-            })?),
+            Some(report) => {
+                Some(
+                    report
+                        .metric(&config.select)
+                        .ok_or_else(|| Error::InvalidOption {
+                            option: "select",
+                            reason: format!(
+                                "metric {:?} is not available (heads: {})",
+                                config.select,
+                                report
+                                    .heads
+                                    .iter()
+                                    .map(|h| h.head.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        })?,
+                )
+            }
             None => None,
         };
         let improved = match (selection, state.best) {
@@ -585,9 +672,14 @@ fn run(setup: Setup, resume: bool, observer: &mut dyn TrainObserver) -> Result<T
         let record = EpochRecord {
             epoch: epoch + 1,
             step: state.step,
-            train_loss: if loss_n > 0 { loss_sum / loss_n as f64 } else { last_loss as f64 },
+            train_loss: if loss_n > 0 {
+                loss_sum / loss_n as f64
+            } else {
+                last_loss as f64
+            },
             learning_rate: optimizer.learning_rate(),
-            examples_per_second: epoch_seen as f64 / epoch_started.elapsed().as_secs_f64().max(1e-9),
+            examples_per_second: epoch_seen as f64
+                / epoch_started.elapsed().as_secs_f64().max(1e-9),
             selection,
             best: improved,
             dev,
@@ -598,7 +690,9 @@ fn run(setup: Setup, resume: bool, observer: &mut dyn TrainObserver) -> Result<T
         state.epoch += 1;
         state.batch = 0;
         state.epoch_loss = (0.0, 0);
-        let stop = config.patience.is_some_and(|p| state.epochs_without_improvement > p);
+        let stop = config
+            .patience
+            .is_some_and(|p| state.epochs_without_improvement > p);
         if stop {
             observer.note(&format!(
                 "early stop: no improvement of {} for {} epochs",
@@ -621,7 +715,12 @@ fn run(setup: Setup, resume: bool, observer: &mut dyn TrainObserver) -> Result<T
 /// Dropout seed of micro-batch `index` of `epoch`.
 fn dropout_seed(seed: u64, epoch: usize, index: usize) -> u64 {
     use rand::RngCore;
-    items::stream_rng(seed, streams::DROPOUT, ((epoch as u64) << 32) | index as u64).next_u64()
+    items::stream_rng(
+        seed,
+        streams::DROPOUT,
+        ((epoch as u64) << 32) | index as u64,
+    )
+    .next_u64()
 }
 
 /// Writes an evaluation report as pretty JSON, atomically.

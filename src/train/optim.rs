@@ -265,7 +265,8 @@ mod tests {
         for _ in 0..5 {
             let loss_ours = ours_var.as_tensor().sqr().unwrap().sum_all().unwrap();
             let grads = loss_ours.backward().unwrap();
-            ours.step(&[grads.get(ours_var.as_tensor()).cloned()]).unwrap();
+            ours.step(&[grads.get(ours_var.as_tensor()).cloned()])
+                .unwrap();
             let loss_theirs = theirs_var.as_tensor().sqr().unwrap().sum_all().unwrap();
             theirs.backward_step(&loss_theirs).unwrap();
         }
@@ -279,7 +280,9 @@ mod tests {
         assert!(decays("bert.encoder.layer.0.attention.self.query.weight"));
         assert!(!decays("bert.encoder.layer.0.attention.self.query.bias"));
         assert!(!decays("bert.embeddings.LayerNorm.weight"));
-        assert!(!decays("distilbert.transformer.layer.0.sa_layer_norm.weight"));
+        assert!(!decays(
+            "distilbert.transformer.layer.0.sa_layer_norm.weight"
+        ));
     }
 
     #[test]
@@ -294,7 +297,8 @@ mod tests {
         opt.save_moments(&path).unwrap();
 
         let copy = Var::from_tensor(var.as_tensor()).unwrap();
-        let mut restored = AdamW::new(vec![("w".into(), copy.clone())], AdamWConfig::default()).unwrap();
+        let mut restored =
+            AdamW::new(vec![("w".into(), copy.clone())], AdamWConfig::default()).unwrap();
         restored.restore(&path, opt.steps()).unwrap();
         opt.step(&[Some(grad.clone())]).unwrap();
         restored.step(&[Some(grad)]).unwrap();

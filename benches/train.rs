@@ -1,0 +1,122 @@
+//! Training throughput on CPU, on the protocol of `../shared/bench/bench_torch.py train`:
+//! all-MiniLM-L6-v2 with a fresh 3-label head (BERT pooler, as
+//! `BertForSequenceClassification`), dropout on, AdamW (lr 2e-5, weight decay 0.01),
+//! batch 32 taken in corpus order, labels `i % 3`, max length 128, dynamic padding;
+//! 3 warm-up steps, then the mean and median over 20 timed steps of
+//! pad + forward + loss + backward + update.
+//!
+//! `cargo bench --bench train -- [--model DIR] [--corpus FILE] [--steps N]`
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use standpoint::model::weights::{load_into_varmap, weights_path};
+use standpoint::model::{HeadInput, HeadPooling, HeadSpec, Model, ModelConfig};
+use standpoint::tokenize::{TextEncoder, pad_batch};
+use standpoint::train::loss::cross_entropy;
+use standpoint::train::optim::{AdamW, AdamWConfig};
+
+fn arg(name: &str, default: &str) -> String {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+        .unwrap_or_else(|| default.to_string())
+}
+
+fn main() -> standpoint::Result<()> {
+    let model_dir = PathBuf::from(arg("--model", "../shared/models/all-MiniLM-L6-v2"));
+    let corpus = arg("--corpus", "../shared/bench/corpus.txt");
+    let steps: usize = arg("--steps", "20").parse().expect("--steps N");
+    let warmup = 3;
+    let batch = 32;
+
+    let mut config = ModelConfig::from_file(&model_dir.join("config.json"))?;
+    let labels = vec!["a".to_string(), "b".into(), "c".into()];
+    config.heads = vec![HeadSpec::new(
+        "label",
+        labels,
+        HeadInput::Text,
+        HeadPooling::Pooler,
+    )];
+    let device = Device::Cpu;
+    let varmap = VarMap::new();
+    let model = Model::new(
+        &config,
+        VarBuilder::from_varmap(&varmap, DType::F32, &device),
+    )?;
+    load_into_varmap(&weights_path(&model_dir), &config, &varmap, |n| {
+        n.starts_with("heads.")
+    })?;
+    let mut named: Vec<_> = varmap
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    let params: usize = named.iter().map(|(_, v)| v.elem_count()).sum();
+    let mut optimizer = AdamW::new(
+        named.clone(),
+        AdamWConfig {
+            lr: 2e-5,
+            weight_decay: 0.01,
+            ..AdamWConfig::default()
+        },
+    )?;
+
+    let encoder = TextEncoder::from_file(&model_dir.join("tokenizer.json"), 128)?;
+    let text = std::fs::read_to_string(&corpus).map_err(|e| standpoint::Error::Io {
+        path: corpus.clone().into(),
+        source: e,
+    })?;
+    let sentences: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let encoded = sentences
+        .iter()
+        .map(|s| encoder.encode(None, s))
+        .collect::<standpoint::Result<Vec<_>>>()?;
+
+    let mut times = Vec::new();
+    let mut lengths = Vec::new();
+    for step in 0..warmup + steps {
+        let start = (step * batch) % (encoded.len() - batch);
+        let items: Vec<_> = encoded[start..start + batch].iter().collect();
+        let gold: Vec<Option<u32>> = (start..start + batch)
+            .map(|i| Some((i % 3) as u32))
+            .collect();
+        let t0 = Instant::now();
+        let input = pad_batch(&items, config.encoder.pad_token_id, &device)?;
+        let logits = model.forward_t(&input, &[0], true)?.logits.remove(0).1;
+        let loss = cross_entropy(&logits, &gold, None, 0.0)?.expect("every row is labelled");
+        let grads = loss.backward()?;
+        let grads: Vec<Option<Tensor>> = named
+            .iter()
+            .map(|(_, v)| grads.get(v.as_tensor()).cloned())
+            .collect();
+        optimizer.step(&grads)?;
+        let elapsed = t0.elapsed().as_secs_f64();
+        if step >= warmup {
+            times.push(elapsed);
+            lengths.push(input.input_ids.dim(1)?);
+        }
+        eprintln!(
+            "step {step} loss {:.4} padded_len {} {elapsed:.3}s",
+            loss.to_scalar::<f32>()?,
+            input.input_ids.dim(1)?
+        );
+    }
+    let mean = times.iter().sum::<f64>() / times.len() as f64;
+    let mut sorted = times.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    println!(
+        "RESULT system=standpoint train params={params} bs={batch} steps={steps} mean_padded_len={:.1} step_s={mean:.3} examples_per_s={:.2} median_step_s={median:.3} median_examples_per_s={:.2}",
+        lengths.iter().sum::<usize>() as f64 / lengths.len() as f64,
+        batch as f64 / mean,
+        batch as f64 / median,
+    );
+    Ok(())
+}
