@@ -27,6 +27,7 @@ pub mod classify;
 pub mod error;
 pub mod eval;
 pub mod hub;
+pub mod label;
 pub mod metrics;
 pub mod model;
 pub mod output;

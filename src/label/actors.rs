@@ -1,0 +1,1 @@
+//! Actor matching (being written).
