@@ -5,6 +5,7 @@ use std::path::Path;
 use candle_core::{DType, Device, IndexOp};
 use indexmap::IndexMap;
 use ndarray::Array2;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -21,8 +22,11 @@ pub struct ClassifierOptions {
     pub device: Device,
     /// Compute dtype; `None` means f32.
     pub dtype: Option<DType>,
-    /// Inputs per encoder pass.
+    /// Most inputs per encoder pass.
     pub batch_size: usize,
+    /// Most padded tokens per encoder pass (inputs × longest input); `None`: no limit.
+    /// Long inputs then travel in smaller batches, short ones in larger.
+    pub batch_tokens: Option<usize>,
     /// Token limit per input (special tokens included); `None` means the model's limit.
     /// Larger values are capped at the model's limit.
     pub max_length: Option<usize>,
@@ -35,7 +39,8 @@ impl Default for ClassifierOptions {
         ClassifierOptions {
             device: Device::Cpu,
             dtype: None,
-            batch_size: 32,
+            batch_size: 64,
+            batch_tokens: Some(4096),
             max_length: None,
             resolve: ResolveOptions::default(),
         }
@@ -153,6 +158,7 @@ pub struct Classifier {
     device: Device,
     dtype: DType,
     batch_size: usize,
+    batch_tokens: usize,
 }
 
 fn reading(input: HeadInput, query: &Query) -> Option<Reading> {
@@ -214,6 +220,7 @@ impl Classifier {
             device: options.device.clone(),
             dtype,
             batch_size: options.batch_size,
+            batch_tokens: options.batch_tokens.unwrap_or(usize::MAX),
         })
     }
 
@@ -275,26 +282,59 @@ impl Classifier {
     /// Labels each query with every head that applies to it.
     pub fn classify(&self, queries: &[Query]) -> Result<Vec<Prediction>> {
         let matrices = self.classify_matrices(queries)?;
-        Ok((0..queries.len())
-            .map(|row| {
-                matrices
-                    .iter()
-                    .filter(|m| m.applied[row])
-                    .map(|m| (m.head.clone(), prediction(m, row)))
-                    .collect()
-            })
-            .collect())
+        Ok(predictions(&matrices, queries.len()))
+    }
+
+    /// Labels each query with the heads that read it exactly as given: a query with a
+    /// target is encoded once, as a pair, and answered by pair (and auto) heads only; one
+    /// without, once, by text (and auto) heads only. This is what batch labelling uses: one
+    /// text query per sentence for sentiment, one pair query per (sentence, actor) for stance,
+    /// and no encoder pass twice.
+    ///
+    /// ```
+    /// # fn main() -> standpoint::Result<()> {
+    /// use standpoint::{Classifier, ClassifierOptions, Query};
+    /// let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-bert");
+    /// let classifier = Classifier::load(dir, &ClassifierOptions::default())?;
+    /// let rows = classifier.classify_each(&[Query::text("Talks resumed."), Query::pair("NATO", "Talks resumed.")])?;
+    /// assert_eq!(rows.len(), 2);
+    /// # Ok(()) }
+    /// ```
+    pub fn classify_each(&self, queries: &[Query]) -> Result<Vec<Prediction>> {
+        let matrices = self.matrices(queries, |q| {
+            vec![if q.target.is_some() {
+                Reading::Pair
+            } else {
+                Reading::Text
+            }]
+        })?;
+        Ok(predictions(&matrices, queries.len()))
     }
 
     /// Probabilities of every head for every query, as one matrix per head.
     pub fn classify_matrices(&self, queries: &[Query]) -> Result<Vec<HeadMatrix>> {
+        let heads = self.heads();
+        self.matrices(queries, |q| {
+            let mut readings: Vec<Reading> =
+                heads.iter().filter_map(|h| reading(h.input, q)).collect();
+            readings.sort();
+            readings.dedup();
+            readings
+        })
+    }
+
+    fn matrices(
+        &self,
+        queries: &[Query],
+        readings: impl Fn(&Query) -> Vec<Reading> + Sync,
+    ) -> Result<Vec<HeadMatrix>> {
         let heads = self.heads();
         if heads.is_empty() {
             return Err(Error::Unavailable(
                 "this model has no classification heads (a bare encoder); use embed() or train a head".into(),
             ));
         }
-        let jobs = self.jobs(queries)?;
+        let jobs = self.jobs_for(queries, readings)?;
         let mut matrices: Vec<HeadMatrix> = heads
             .iter()
             .map(|h| HeadMatrix {
@@ -361,24 +401,12 @@ impl Classifier {
         Ok(out)
     }
 
-    /// Tokenizes each query once per distinct reading its heads need.
-    fn jobs(&self, queries: &[Query]) -> Result<Vec<Job>> {
-        let heads = self.heads();
-        self.jobs_for(queries, |q| {
-            let mut readings: Vec<Reading> =
-                heads.iter().filter_map(|h| reading(h.input, q)).collect();
-            readings.sort();
-            readings.dedup();
-            readings
-        })
-    }
-
+    /// Validates the queries, then tokenizes each once per reading, in parallel.
     fn jobs_for(
         &self,
         queries: &[Query],
-        readings: impl Fn(&Query) -> Vec<Reading>,
+        readings: impl Fn(&Query) -> Vec<Reading> + Sync,
     ) -> Result<Vec<Job>> {
-        let mut jobs = Vec::new();
         for (index, query) in queries.iter().enumerate() {
             if query.text.trim().is_empty() {
                 return Err(Error::InvalidInput {
@@ -392,7 +420,16 @@ impl Classifier {
                     reason: "empty target (omit it instead)".into(),
                 });
             }
-            for reading in readings(query) {
+        }
+        let wanted: Vec<(usize, Reading)> = queries
+            .iter()
+            .enumerate()
+            .flat_map(|(i, q)| readings(q).into_iter().map(move |r| (i, r)))
+            .collect();
+        wanted
+            .into_par_iter()
+            .map(|(index, reading)| {
+                let query = &queries[index];
                 let target = match reading {
                     Reading::Pair => query.target,
                     Reading::Text => None,
@@ -401,26 +438,49 @@ impl Classifier {
                     .encoder
                     .encode_raw(target, query.text)
                     .map_err(|source| Error::Tokenize { index, source })?;
-                jobs.push(Job {
+                Ok(Job {
                     query: index,
                     reading,
                     encoded,
-                });
-            }
-        }
-        Ok(jobs)
+                })
+            })
+            .collect()
     }
 
-    /// Groups jobs of similar length so padding stays small; results are scattered back
-    /// by query index, so order does not matter.
+    /// Groups jobs of similar length so padding stays small, each batch within the batch
+    /// size and the token budget; results are scattered back by query index, so order
+    /// does not matter.
     fn batches<'a>(&self, jobs: &'a [Job]) -> Vec<Vec<&'a Job>> {
         let mut sorted: Vec<&Job> = jobs.iter().collect();
         sorted.sort_by_key(|j| j.encoded.len());
-        sorted
-            .chunks(self.batch_size)
-            .map(<[&Job]>::to_vec)
-            .collect()
+        let mut batches: Vec<Vec<&Job>> = Vec::new();
+        let mut current: Vec<&Job> = Vec::new();
+        for job in sorted {
+            // Sorted ascending: this job is the longest of the batch if added.
+            let padded = (current.len() + 1) * job.encoded.len();
+            if !current.is_empty() && (current.len() == self.batch_size || padded > self.batch_tokens) {
+                batches.push(std::mem::take(&mut current));
+            }
+            current.push(job);
+        }
+        if !current.is_empty() {
+            batches.push(current);
+        }
+        batches
     }
+}
+
+/// Per query, the predictions of the heads that applied to it.
+fn predictions(matrices: &[HeadMatrix], queries: usize) -> Vec<Prediction> {
+    (0..queries)
+        .map(|row| {
+            matrices
+                .iter()
+                .filter(|m| m.applied[row])
+                .map(|m| (m.head.clone(), prediction(m, row)))
+                .collect()
+        })
+        .collect()
 }
 
 fn prediction(matrix: &HeadMatrix, row: usize) -> HeadPrediction {

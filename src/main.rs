@@ -168,11 +168,17 @@ struct ModelArgs {
 }
 
 impl ModelArgs {
-    fn load(&self, batch_size: usize, max_length: Option<usize>) -> Result<Classifier> {
+    fn load(
+        &self,
+        batch_size: usize,
+        batch_tokens: Option<usize>,
+        max_length: Option<usize>,
+    ) -> Result<Classifier> {
         let options = ClassifierOptions {
             device: parse_device(&self.device)?,
             dtype: Some(parse_dtype(&self.dtype)?),
             batch_size,
+            batch_tokens,
             max_length,
             resolve: ResolveOptions {
                 offline: self.offline,
@@ -197,9 +203,12 @@ struct ClassifyArgs {
     /// Write here (atomically: a temporary file renamed at the end) instead of stdout.
     #[arg(long, short)]
     output: Option<PathBuf>,
-    /// Inputs per encoder pass.
-    #[arg(long, default_value_t = 32)]
+    /// Most inputs per encoder pass.
+    #[arg(long, default_value_t = 64)]
     batch_size: usize,
+    /// Most padded tokens per encoder pass.
+    #[arg(long, default_value_t = 4096)]
+    batch_tokens: usize,
     /// Token limit per input (default: the model's).
     #[arg(long)]
     max_length: Option<usize>,
@@ -232,7 +241,7 @@ struct ClassifyRow<'a> {
 const CHUNK: usize = 256;
 
 fn classify(args: &ClassifyArgs) -> Result<()> {
-    let classifier = args.model.load(args.batch_size, args.max_length)?;
+    let classifier = args.model.load(args.batch_size, Some(args.batch_tokens), args.max_length)?;
     let mut out = Sink::open(args.output.as_deref())?;
     match &args.input {
         None => {
@@ -307,7 +316,7 @@ fn write_predictions(
 }
 
 fn info(args: &InfoArgs) -> Result<()> {
-    let classifier = args.model.load(1, None)?;
+    let classifier = args.model.load(1, None, None)?;
     let info = classifier.info();
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -423,7 +432,7 @@ fn train(args: &TrainArgs) -> Result<()> {
 }
 
 fn eval(args: &EvalArgs) -> Result<()> {
-    let classifier = args.model.load(args.batch_size, None)?;
+    let classifier = args.model.load(args.batch_size, None, None)?;
     let head_fields = args
         .label_fields
         .iter()

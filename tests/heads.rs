@@ -191,3 +191,16 @@ fn classifier_is_shared_across_threads() {
         }
     });
 }
+
+#[test]
+fn classify_each_encodes_every_query_once_as_given() {
+    let (_tmp, dir) = two_head_model();
+    let model = load(&dir).unwrap();
+    let text = "Moscow said cooperation with the alliance has completely ended.";
+    let each = model.classify_each(&[Query::pair("NATO", text), Query::text(text)]).unwrap();
+    let all = model.classify(&[Query::pair("NATO", text)]).unwrap();
+    assert_eq!(each[0].keys().collect::<Vec<_>>(), ["stance"]);
+    assert_eq!(each[1].keys().collect::<Vec<_>>(), ["sentiment"]);
+    assert_eq!(each[0]["stance"], all[0]["stance"]);
+    assert_eq!(each[1]["sentiment"], all[0]["sentiment"]);
+}

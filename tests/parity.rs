@@ -118,9 +118,10 @@ fn batch_composition_does_not_change_results() {
         let reference = reference(name);
         let queries: Vec<Query> = reference.cases.iter().flat_map(|c| c.queries()).collect();
         let together = load(&fixture(name)).unwrap().classify(&queries).unwrap();
-        for batch_size in [1, 3] {
+        for (batch_size, batch_tokens) in [(1, None), (3, None), (64, Some(40))] {
             let options = ClassifierOptions {
                 batch_size,
+                batch_tokens,
                 ..ClassifierOptions::default()
             };
             let classifier =
