@@ -458,7 +458,9 @@ impl Classifier {
         for job in sorted {
             // Sorted ascending: this job is the longest of the batch if added.
             let padded = (current.len() + 1) * job.encoded.len();
-            if !current.is_empty() && (current.len() == self.batch_size || padded > self.batch_tokens) {
+            if !current.is_empty()
+                && (current.len() == self.batch_size || padded > self.batch_tokens)
+            {
                 batches.push(std::mem::take(&mut current));
             }
             current.push(job);

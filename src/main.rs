@@ -9,6 +9,10 @@ use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 use standpoint::eval::{EvalFields, evaluate_files};
 use standpoint::hub::ResolveOptions;
+use standpoint::label::actors::ActorSet;
+use standpoint::label::documents::{DocumentFields, InputFormat, read_documents};
+use standpoint::label::output::{LabelOutput, OnError, OutputFormat, RowFormatter};
+use standpoint::label::pipeline::{Event, LabelOptions, Labeller, Position};
 use standpoint::output::Sink;
 use standpoint::records::{JsonlQueries, QueryRecord};
 use standpoint::train::{HeadPlan, TrainConfig};
@@ -35,10 +39,73 @@ enum Command {
     Classify(ClassifyArgs),
     /// Describe a model: architecture, heads, labels, parameter count.
     Info(InfoArgs),
+    /// Label documents: one row per (sentence, actor) with stance, plus sentence sentiment.
+    Label(Box<LabelArgs>),
     /// Fine-tune an encoder or a standpoint model on labelled JSONL/CSV/TSV data.
     Train(Box<TrainArgs>),
     /// Score a model on labelled data: accuracy, macro-F1, per-class scores, confusion.
     Eval(EvalArgs),
+}
+
+#[derive(Args)]
+struct LabelArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Inputs: text files or folders (one document per file), JSONL, CSV/TSV, or - for stdin.
+    #[arg(required = true)]
+    inputs: Vec<String>,
+    /// Input format when the extension does not say it (and for stdin: default jsonl).
+    #[arg(long)]
+    format: Option<String>,
+    /// Field (JSONL) or column (CSV) holding the document text.
+    #[arg(long, default_value = "text")]
+    text_field: String,
+    /// Field or column holding the document id.
+    #[arg(long, default_value = "id")]
+    id_field: String,
+    /// An actor to score (its name is its only alias); repeatable.
+    #[arg(long = "actor")]
+    actors: Vec<String>,
+    /// Actors with aliases: JSON ({"NATO": ["the alliance"]} or [{"name", "aliases"}]) or text
+    /// lines `NATO: NATO | the alliance`.
+    #[arg(long)]
+    actors_file: Option<PathBuf>,
+    /// Score every actor for every sentence, mentioned or not.
+    #[arg(long)]
+    all_actors: bool,
+    /// Leave out sentences that mention no actor (by default they get a row with sentence heads).
+    #[arg(long)]
+    mentions_only: bool,
+    /// Output file (written whole at the end; resumable); stdout if absent.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    /// jsonl or csv.
+    #[arg(long, default_value = "jsonl")]
+    output_format: String,
+    /// fail: stop at the first unreadable record; skip: record it in the errors file and go on.
+    #[arg(long, default_value = "fail")]
+    on_error: String,
+    /// Where skipped records go (default: OUTPUT.errors.jsonl).
+    #[arg(long)]
+    errors: Option<PathBuf>,
+    /// Continue an interrupted run writing to --output.
+    #[arg(long, requires = "output")]
+    resume: bool,
+    /// Most inputs per encoder pass.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Most padded tokens per encoder pass.
+    #[arg(long, default_value_t = 4096)]
+    batch_tokens: usize,
+    /// Sentences classified per window (memory bound).
+    #[arg(long, default_value_t = 1024)]
+    window: usize,
+    /// Token limit per input (default: the model's).
+    #[arg(long)]
+    max_length: Option<usize>,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 #[derive(Args)]
@@ -241,7 +308,9 @@ struct ClassifyRow<'a> {
 const CHUNK: usize = 256;
 
 fn classify(args: &ClassifyArgs) -> Result<()> {
-    let classifier = args.model.load(args.batch_size, Some(args.batch_tokens), args.max_length)?;
+    let classifier = args
+        .model
+        .load(args.batch_size, Some(args.batch_tokens), args.max_length)?;
     let mut out = Sink::open(args.output.as_deref())?;
     match &args.input {
         None => {
@@ -371,6 +440,96 @@ fn info(args: &InfoArgs) -> Result<()> {
     Ok(())
 }
 
+fn label(args: &LabelArgs) -> Result<()> {
+    if let Some(threads) = args.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global()
+            .context("--threads")?;
+    }
+    let classifier = args
+        .model
+        .load(args.batch_size, Some(args.batch_tokens), args.max_length)?;
+    let actors = match (&args.actors_file, args.actors.is_empty()) {
+        (Some(file), true) => ActorSet::from_file(file)?,
+        (None, false) => ActorSet::from_names(&args.actors)?,
+        (Some(_), false) => anyhow::bail!("give either --actor or --actors-file, not both"),
+        (None, true) => {
+            anyhow::bail!("name the actors: --actor NAME (repeatable) or --actors-file FILE")
+        }
+    };
+    let on_error = match args.on_error.as_str() {
+        "fail" => OnError::Fail,
+        "skip" => OnError::Skip,
+        other => anyhow::bail!("--on-error must be fail or skip, not {other:?}"),
+    };
+    let format = args.format.as_deref().map(InputFormat::parse).transpose()?;
+    let fields = DocumentFields {
+        id: args.id_field.clone(),
+        text: args.text_field.clone(),
+    };
+    let formatter = RowFormatter::new(
+        OutputFormat::parse(&args.output_format)?,
+        classifier.heads(),
+    );
+    // Everything that decides the rows; a resume must match it.
+    let run = serde_json::json!({
+        "model": classifier.info().source, "inputs": args.inputs, "format": args.format,
+        "text_field": args.text_field, "id_field": args.id_field, "actors": actors.actors(),
+        "all_actors": args.all_actors, "mentions_only": args.mentions_only,
+        "output_format": args.output_format, "on_error": args.on_error, "max_length": args.max_length,
+    })
+    .to_string();
+    let (mut output, from) = match &args.output {
+        Some(path) => LabelOutput::file(
+            path,
+            args.errors.as_deref(),
+            formatter,
+            on_error,
+            &run,
+            args.resume,
+        )?,
+        None => (
+            LabelOutput::stdout(formatter, on_error)?,
+            Position::default(),
+        ),
+    };
+    let options = LabelOptions {
+        all_actors: args.all_actors,
+        unmatched_rows: !args.mentions_only,
+        window: args.window.max(1),
+    };
+    let labeller = Labeller::new(&classifier, &actors, options);
+    let documents = read_documents(&args.inputs, format, &fields)?;
+    let mut bar = progress::LabelProgress::new(from);
+    let started = std::time::Instant::now();
+    let before = output.counts();
+    for event in labeller.stream(documents, from) {
+        let event = event?;
+        if let Event::Checkpoint(position) = &event {
+            bar.update(*position, output.counts());
+        }
+        output.handle(event)?;
+    }
+    let counts = output.finish()?;
+    bar.finish();
+    let seconds = started.elapsed().as_secs_f64();
+    let sentences = counts.sentences - before.sentences;
+    eprintln!(
+        "labelled {} documents, {} sentences, {} rows in {seconds:.1} s ({:.1} sentences/s){}",
+        counts.documents,
+        counts.sentences,
+        counts.rows,
+        sentences as f64 / seconds.max(1e-9),
+        if counts.skipped > 0 {
+            format!("; skipped {} records (see the errors file)", counts.skipped)
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}
+
 fn train_config(args: &TrainArgs) -> Result<TrainConfig> {
     if let Some(output) = &args.resume {
         return Ok(standpoint::train::saved_config(output)?);
@@ -460,6 +619,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Classify(args) => classify(args),
         Command::Info(args) => info(args),
+        Command::Label(args) => label(args),
         Command::Train(args) => train(args),
         Command::Eval(args) => eval(args),
     };

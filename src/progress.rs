@@ -84,3 +84,52 @@ impl TrainObserver for TrainProgress {
         self.line(message);
     }
 }
+
+/// The labelling progress: documents done and sentences per second, drawn only on a terminal.
+pub struct LabelProgress {
+    bar: ProgressBar,
+    started: std::time::Instant,
+    first: usize,
+}
+
+impl LabelProgress {
+    pub fn new(from: standpoint::label::pipeline::Position) -> Self {
+        let target = if std::io::stderr().is_terminal() {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        };
+        let bar = ProgressBar::with_draw_target(None, target);
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
+                .expect("valid template"),
+        );
+        bar.set_position(from.document as u64);
+        LabelProgress {
+            bar,
+            started: std::time::Instant::now(),
+            first: 0,
+        }
+    }
+
+    pub fn update(
+        &mut self,
+        position: standpoint::label::pipeline::Position,
+        counts: standpoint::label::output::Counts,
+    ) {
+        if self.first == 0 {
+            self.first = counts.sentences.max(1);
+        }
+        let rate = counts.sentences.saturating_sub(self.first) as f64
+            / self.started.elapsed().as_secs_f64().max(1e-9);
+        self.bar.set_message(format!(
+            "document {}, {} sentences, {} rows, {rate:.1} sentences/s",
+            position.document, counts.sentences, counts.rows
+        ));
+        self.bar.tick();
+    }
+
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}

@@ -5,42 +5,6 @@ mod common;
 use common::*;
 use standpoint::{HeadInput, HeadPooling, HeadSpec, ModelConfig, Query};
 
-/// tiny-bert with two standpoint heads that share the imported classifier's weights:
-/// `stance` reads (target, text), `sentiment` reads the text alone.
-fn two_head_model() -> (tempfile::TempDir, std::path::PathBuf) {
-    let (tmp, dir) = copy_fixture("tiny-bert");
-    edit_weights(&dir, |t| {
-        for head in ["stance", "sentiment"] {
-            for part in ["weight", "bias"] {
-                let v = t[&format!("classifier.{part}")].clone();
-                t.insert(format!("heads.{head}.classifier.{part}"), v);
-            }
-        }
-        t.remove("classifier.weight");
-        t.remove("classifier.bias");
-    });
-    let labels = |l: [&str; 3]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    let heads = vec![
-        HeadSpec::new(
-            "stance",
-            labels(["against", "neutral", "favor"]),
-            HeadInput::Pair,
-            HeadPooling::Pooler,
-        ),
-        HeadSpec::new(
-            "sentiment",
-            labels(["negative", "neutral", "positive"]),
-            HeadInput::Text,
-            HeadPooling::Pooler,
-        ),
-    ];
-    edit_config(&dir, |c| {
-        c["standpoint"] =
-            serde_json::json!({"format": 1, "name": "two-heads", "version": "0.1", "heads": heads});
-    });
-    (tmp, dir)
-}
-
 #[test]
 fn pair_and_text_heads_read_their_own_inputs() {
     let (_tmp, dir) = two_head_model();
@@ -197,7 +161,9 @@ fn classify_each_encodes_every_query_once_as_given() {
     let (_tmp, dir) = two_head_model();
     let model = load(&dir).unwrap();
     let text = "Moscow said cooperation with the alliance has completely ended.";
-    let each = model.classify_each(&[Query::pair("NATO", text), Query::text(text)]).unwrap();
+    let each = model
+        .classify_each(&[Query::pair("NATO", text), Query::text(text)])
+        .unwrap();
     let all = model.classify(&[Query::pair("NATO", text)]).unwrap();
     assert_eq!(each[0].keys().collect::<Vec<_>>(), ["stance"]);
     assert_eq!(each[1].keys().collect::<Vec<_>>(), ["sentiment"]);

@@ -459,3 +459,18 @@ fn odd_texts_classify_without_panics() {
         }
     }
 }
+
+#[test]
+fn checkpoint_without_prefix_but_with_heads_loads() {
+    // Encoder tensors stored without "bert.", head tensors under their own names.
+    let (_tmp, dir) = copy_fixture("tiny-bert");
+    edit_weights(&dir, |tensors| {
+        let old = std::mem::take(tensors);
+        for (k, v) in old {
+            tensors.insert(k.strip_prefix("bert.").unwrap_or(&k).to_string(), v);
+        }
+    });
+    let got = probabilities(&load(&dir).unwrap(), &sample_queries());
+    let want = probabilities(&load(&fixture("tiny-bert")).unwrap(), &sample_queries());
+    assert_eq!(got, want);
+}

@@ -140,21 +140,21 @@ fn is_buffer(name: &str) -> bool {
 fn name_map(stored: &[String], prefix: &str) -> (HashMap<String, String>, bool) {
     let dotted = format!("{prefix}.");
     let add_prefix = !stored.iter().any(|n| n.starts_with(&dotted));
-    let map = stored
-        .iter()
-        .map(|name| {
-            let mut canonical = name.clone();
-            if let Some(stem) = canonical.strip_suffix(".gamma") {
-                canonical = format!("{stem}.weight");
-            } else if let Some(stem) = canonical.strip_suffix(".beta") {
-                canonical = format!("{stem}.bias");
-            }
-            if add_prefix {
-                canonical = format!("{dotted}{canonical}");
-            }
-            (canonical, name.clone())
-        })
-        .collect();
+    let mut map = HashMap::new();
+    for name in stored {
+        let canonical = if let Some(stem) = name.strip_suffix(".gamma") {
+            format!("{stem}.weight")
+        } else if let Some(stem) = name.strip_suffix(".beta") {
+            format!("{stem}.bias")
+        } else {
+            name.clone()
+        };
+        if add_prefix {
+            // Encoder tensors of a base checkpoint; head tensors keep their own names.
+            map.insert(format!("{dotted}{canonical}"), name.clone());
+        }
+        map.insert(canonical, name.clone());
+    }
     (map, add_prefix)
 }
 

@@ -112,3 +112,39 @@ pub fn load(dir: &Path) -> standpoint::Result<standpoint::Classifier> {
         &standpoint::ClassifierOptions::default(),
     )
 }
+
+/// tiny-bert with two standpoint heads that share the imported classifier's weights:
+/// `stance` reads (target, text), `sentiment` reads the text alone.
+pub fn two_head_model() -> (tempfile::TempDir, std::path::PathBuf) {
+    let (tmp, dir) = copy_fixture("tiny-bert");
+    edit_weights(&dir, |t| {
+        for head in ["stance", "sentiment"] {
+            for part in ["weight", "bias"] {
+                let v = t[&format!("classifier.{part}")].clone();
+                t.insert(format!("heads.{head}.classifier.{part}"), v);
+            }
+        }
+        t.remove("classifier.weight");
+        t.remove("classifier.bias");
+    });
+    let labels = |l: [&str; 3]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let heads = vec![
+        standpoint::HeadSpec::new(
+            "stance",
+            labels(["against", "neutral", "favor"]),
+            standpoint::HeadInput::Pair,
+            standpoint::HeadPooling::Pooler,
+        ),
+        standpoint::HeadSpec::new(
+            "sentiment",
+            labels(["negative", "neutral", "positive"]),
+            standpoint::HeadInput::Text,
+            standpoint::HeadPooling::Pooler,
+        ),
+    ];
+    edit_config(&dir, |c| {
+        c["standpoint"] =
+            serde_json::json!({"format": 1, "name": "two-heads", "version": "0.1", "heads": heads});
+    });
+    (tmp, dir)
+}

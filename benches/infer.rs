@@ -1,0 +1,143 @@
+//! Inference throughput on CPU beside `../shared/bench/bench_torch.py infer`: all-MiniLM-L6-v2
+//! with a random 3-label head (BERT pooler, as `BertForSequenceClassification`) over the
+//! 2,048-sentence corpus; per batch size, sorted by length, median of 3 passes after a
+//! warm-up; and the same corpus through the public `classify_each` at default settings
+//! (tokenization included). A model folder with the head is written to a temporary folder,
+//! so `standpoint label` can be timed on it too (its path is printed).
+//!
+//! `cargo bench --bench infer -- [--model DIR] [--corpus FILE] [--runs N] [--keep DIR]`
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use standpoint::model::{HeadInput, HeadPooling, HeadSpec, ModelConfig};
+use standpoint::tokenize::pad_batch;
+use standpoint::{Classifier, ClassifierOptions, Query};
+
+fn arg(name: &str, default: &str) -> String {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+        .unwrap_or_else(|| default.to_string())
+}
+
+/// MiniLM plus a seeded random `stance` head, as a standpoint model folder.
+fn model_with_head(base: &Path, dir: &Path) -> standpoint::Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| standpoint::Error::Io {
+        path: dir.into(),
+        source: e,
+    })?;
+    let mut config = ModelConfig::from_file(&base.join("config.json"))?;
+    let labels = ["against", "neutral", "favor"].map(String::from).to_vec();
+    config.heads = vec![HeadSpec::new(
+        "stance",
+        labels,
+        HeadInput::Text,
+        HeadPooling::Pooler,
+    )];
+    config.name = Some("minilm-random-head".into());
+    let mut tensors: HashMap<String, Tensor> =
+        candle_core::safetensors::load(base.join("model.safetensors"), &Device::Cpu)?;
+    let hidden = config.encoder.hidden_size;
+    let values: Vec<f32> = (0..3 * hidden)
+        .map(|i| ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) * 0.04)
+        .collect();
+    tensors.insert(
+        "heads.stance.classifier.weight".into(),
+        Tensor::from_vec(values, (3, hidden), &Device::Cpu)?,
+    );
+    tensors.insert(
+        "heads.stance.classifier.bias".into(),
+        Tensor::zeros(3, candle_core::DType::F32, &Device::Cpu)?,
+    );
+    candle_core::safetensors::save(&tensors, dir.join("model.safetensors"))?;
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_string_pretty(&config.to_value()).unwrap(),
+    )
+    .unwrap();
+    std::fs::copy(base.join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() -> standpoint::Result<()> {
+    let base = PathBuf::from(arg("--model", "../shared/models/all-MiniLM-L6-v2"));
+    let corpus = arg("--corpus", "../shared/bench/corpus.txt");
+    let runs: usize = arg("--runs", "3").parse().expect("--runs N");
+    let keep = arg("--keep", "");
+    let temp = tempfile::tempdir().unwrap();
+    let dir = if keep.is_empty() {
+        temp.path().join("model")
+    } else {
+        PathBuf::from(&keep)
+    };
+    model_with_head(&base, &dir)?;
+    println!("model folder: {}", dir.display());
+
+    let text = std::fs::read_to_string(&corpus).unwrap();
+    let sentences: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let load_start = Instant::now();
+    let classifier = Classifier::load(dir.to_str().unwrap(), &ClassifierOptions::default())?;
+    let first = classifier.classify_each(&[Query::text(sentences[0])])?;
+    println!(
+        "RESULT system=standpoint first_prediction_s={:.3}",
+        load_start.elapsed().as_secs_f64()
+    );
+    assert_eq!(first.len(), 1);
+
+    // The model alone, protocol of bench_torch.py: tokenized up front, sorted, fixed batch sizes.
+    let encoded = sentences
+        .iter()
+        .map(|s| classifier.text_encoder().encode(None, s))
+        .collect::<standpoint::Result<Vec<_>>>()?;
+    let mut order: Vec<usize> = (0..encoded.len()).collect();
+    order.sort_by_key(|&i| encoded[i].len());
+    let model = classifier.model();
+    let pad = model.config().encoder.pad_token_id;
+    for bs in [1usize, 8, 32, 64] {
+        let pass = || -> standpoint::Result<f64> {
+            let t0 = Instant::now();
+            for chunk in order.chunks(bs) {
+                let items: Vec<_> = chunk.iter().map(|&i| &encoded[i]).collect();
+                let input = pad_batch(&items, pad, &Device::Cpu)?;
+                let out = model.forward_t(&input, &[0], false)?;
+                let _probs: Vec<Vec<f32>> =
+                    standpoint::model::heads::probabilities(&out.logits[0].1)?.to_vec2()?;
+            }
+            Ok(encoded.len() as f64 / t0.elapsed().as_secs_f64())
+        };
+        pass()?;
+        let rates = (0..runs)
+            .map(|_| pass())
+            .collect::<standpoint::Result<Vec<_>>>()?;
+        println!(
+            "RESULT system=standpoint bs={bs} order=sorted median_sent_per_s={:.1} runs={rates:.1?}",
+            median(rates.clone())
+        );
+    }
+
+    // The public API at its defaults (token-budget batches, tokenization included).
+    let queries: Vec<Query> = sentences.iter().map(|s| Query::text(s)).collect();
+    classifier.classify_each(&queries[..64])?;
+    let rates = (0..runs)
+        .map(|_| {
+            let t0 = Instant::now();
+            classifier
+                .classify_each(&queries)
+                .map(|_| sentences.len() as f64 / t0.elapsed().as_secs_f64())
+        })
+        .collect::<standpoint::Result<Vec<_>>>()?;
+    println!(
+        "RESULT system=standpoint api=classify_each defaults median_sent_per_s={:.1} runs={rates:.1?}",
+        median(rates.clone())
+    );
+    Ok(())
+}

@@ -1,0 +1,355 @@
+//! Documents to label: plain-text files and folders, JSONL, CSV/TSV, or standard input.
+//!
+//! Readers stream: one document in memory at a time. A problem with one record (bad JSON,
+//! invalid UTF-8, a missing field, an empty text) is an [`Error::Record`] naming the source
+//! and line, which the caller may skip; anything else (a file that cannot be opened, a CSV
+//! header without the text column) stops the run.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// One document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Document {
+    /// Identifier carried to every row: the `id` field, the file's path, or `source:line`.
+    pub id: String,
+    /// The full text.
+    pub text: String,
+}
+
+/// How input records are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputFormat {
+    /// Each file is one document (folders are walked, sorted by path).
+    Text,
+    /// One JSON object per line.
+    Jsonl,
+    /// Comma-separated with a header row.
+    Csv,
+    /// Tab-separated with a header row.
+    Tsv,
+}
+
+impl InputFormat {
+    /// Parses `text`, `jsonl`, `csv` or `tsv`.
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "text" | "txt" => Ok(InputFormat::Text),
+            "jsonl" | "ndjson" | "json" => Ok(InputFormat::Jsonl),
+            "csv" => Ok(InputFormat::Csv),
+            "tsv" => Ok(InputFormat::Tsv),
+            other => Err(Error::InvalidOption {
+                option: "format",
+                reason: format!("unknown input format {other:?} (text, jsonl, csv, tsv)"),
+            }),
+        }
+    }
+
+    /// The format implied by a path: folders and unknown extensions are text.
+    pub fn of_path(path: &Path) -> Self {
+        match path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            Some("jsonl" | "ndjson") => InputFormat::Jsonl,
+            Some("csv") => InputFormat::Csv,
+            Some("tsv" | "tab") => InputFormat::Tsv,
+            _ => InputFormat::Text,
+        }
+    }
+}
+
+/// Field names for JSONL and CSV input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocumentFields {
+    /// Field holding the identifier (optional in the data).
+    pub id: String,
+    /// Field holding the text.
+    pub text: String,
+}
+
+impl Default for DocumentFields {
+    fn default() -> Self {
+        DocumentFields {
+            id: "id".into(),
+            text: "text".into(),
+        }
+    }
+}
+
+/// Streams the documents of `inputs` (paths, or `-` for standard input) in order.
+/// `format` overrides the format implied by each path (and is required for stdin unless
+/// it is JSONL).
+pub fn read_documents(
+    inputs: &[String],
+    format: Option<InputFormat>,
+    fields: &DocumentFields,
+) -> Result<impl Iterator<Item = Result<Document>> + use<>> {
+    let mut parts: Vec<Box<dyn Iterator<Item = Result<Document>>>> = Vec::new();
+    for input in inputs {
+        if input == "-" {
+            let reader: Box<dyn BufRead> = Box::new(BufReader::new(std::io::stdin()));
+            parts.push(records(
+                reader,
+                "<stdin>",
+                format.unwrap_or(InputFormat::Jsonl),
+                fields,
+            )?);
+            continue;
+        }
+        let path = PathBuf::from(input);
+        if !path.exists() {
+            return Err(Error::MissingFile { path, hint: None });
+        }
+        let fmt = format.unwrap_or_else(|| InputFormat::of_path(&path));
+        if fmt == InputFormat::Text {
+            parts.push(Box::new(text_files(&path)?.into_iter().map(read_text_file)));
+        } else {
+            let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+            parts.push(records(Box::new(BufReader::new(file)), input, fmt, fields)?);
+        }
+    }
+    Ok(parts.into_iter().flatten())
+}
+
+/// Regular, non-hidden files under `path` (or `path` itself), sorted.
+fn text_files(path: &Path) -> Result<Vec<PathBuf>> {
+    if path.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files = Vec::new();
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
+            let entry = entry.map_err(|e| Error::io(&dir, e))?;
+            let p = entry.path();
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.is_file() {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn read_text_file(path: PathBuf) -> Result<Document> {
+    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    let id = path.display().to_string();
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let line = 1 + e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count();
+        Error::Record {
+            source_name: id.clone(),
+            line,
+            reason: format!("invalid UTF-8 at byte {at}"),
+        }
+    })?;
+    let text = text
+        .strip_prefix('\u{feff}')
+        .map(str::to_string)
+        .unwrap_or(text);
+    if text.trim().is_empty() {
+        return Err(Error::Record {
+            source_name: id,
+            line: 1,
+            reason: "empty document".into(),
+        });
+    }
+    Ok(Document { id, text })
+}
+
+fn records(
+    reader: Box<dyn BufRead>,
+    name: &str,
+    format: InputFormat,
+    fields: &DocumentFields,
+) -> Result<Box<dyn Iterator<Item = Result<Document>>>> {
+    Ok(match format {
+        InputFormat::Jsonl => Box::new(JsonlDocuments {
+            reader,
+            name: name.to_string(),
+            fields: fields.clone(),
+            line: 0,
+            buf: Vec::new(),
+        }),
+        InputFormat::Csv | InputFormat::Tsv => {
+            let delimiter = if format == InputFormat::Csv {
+                b','
+            } else {
+                b'\t'
+            };
+            Box::new(csv_documents(reader, name, delimiter, fields)?)
+        }
+        InputFormat::Text => {
+            let mut text = Vec::new();
+            let mut reader = reader;
+            reader
+                .read_to_end(&mut text)
+                .map_err(|e| Error::io(name, e))?;
+            let name = name.to_string();
+            Box::new(std::iter::once_with(move || {
+                let temp = String::from_utf8(text).map_err(|e| Error::Record {
+                    source_name: name.clone(),
+                    line: 1,
+                    reason: format!("invalid UTF-8 at byte {}", e.utf8_error().valid_up_to()),
+                })?;
+                Ok(Document {
+                    id: name,
+                    text: temp,
+                })
+            }))
+        }
+    })
+}
+
+struct JsonlDocuments {
+    reader: Box<dyn BufRead>,
+    name: String,
+    fields: DocumentFields,
+    line: usize,
+    buf: Vec<u8>,
+}
+
+impl JsonlDocuments {
+    fn record_error(&self, reason: impl Into<String>) -> Error {
+        Error::Record {
+            source_name: self.name.clone(),
+            line: self.line,
+            reason: reason.into(),
+        }
+    }
+
+    fn parse(&self, line: &str) -> Result<Document> {
+        let value: Value = serde_json::from_str(line)
+            .map_err(|e| self.record_error(format!("invalid JSON: {e}")))?;
+        let object = value
+            .as_object()
+            .ok_or_else(|| self.record_error("expected a JSON object"))?;
+        let text = match object.get(&self.fields.text) {
+            Some(Value::String(s)) => s.clone(),
+            Some(_) => {
+                return Err(
+                    self.record_error(format!("field `{}` is not a string", self.fields.text))
+                );
+            }
+            None => return Err(self.record_error(format!("missing field `{}`", self.fields.text))),
+        };
+        if text.trim().is_empty() {
+            return Err(self.record_error("empty document"));
+        }
+        let id = match object.get(&self.fields.id) {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => format!("{}:{}", self.name, self.line),
+        };
+        Ok(Document { id, text })
+    }
+}
+
+impl Iterator for JsonlDocuments {
+    type Item = Result<Document>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            self.buf.clear();
+            self.line += 1;
+            match self.reader.read_until(b'\n', &mut self.buf) {
+                Ok(0) => return None,
+                Ok(_) => {}
+                Err(e) => return Some(Err(Error::io(&self.name, e))),
+            }
+            let line = match std::str::from_utf8(&self.buf) {
+                Ok(text) => text.trim(),
+                Err(e) => {
+                    return Some(Err(self.record_error(format!(
+                        "invalid UTF-8 at byte {} of the line",
+                        e.valid_up_to()
+                    ))));
+                }
+            };
+            if line.is_empty() {
+                continue;
+            }
+            return Some(self.parse(line));
+        }
+    }
+}
+
+fn csv_documents(
+    reader: Box<dyn BufRead>,
+    name: &str,
+    delimiter: u8,
+    fields: &DocumentFields,
+) -> Result<impl Iterator<Item = Result<Document>> + use<>> {
+    let mut csv = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .has_headers(true)
+        .flexible(false)
+        .from_reader(reader);
+    let header = csv.byte_headers().map_err(|e| Error::Record {
+        source_name: name.to_string(),
+        line: 1,
+        reason: format!("cannot read the header: {e}"),
+    })?;
+    let columns: Vec<String> = header
+        .iter()
+        .map(|c| String::from_utf8_lossy(c).trim().to_string())
+        .collect();
+    let Some(text_col) = columns.iter().position(|c| c == &fields.text) else {
+        return Err(Error::InvalidOption {
+            option: "text-field",
+            reason: format!(
+                "{name}: no column `{}` in the header (columns: {})",
+                fields.text,
+                columns.join(", ")
+            ),
+        });
+    };
+    let id_col = columns.iter().position(|c| c == &fields.id);
+    let name = name.to_string();
+    Ok(csv.into_byte_records().map(move |record| {
+        let record = record.map_err(|e| Error::Record {
+            source_name: name.clone(),
+            line: e.position().map_or(0, |p| p.line() as usize),
+            reason: e.to_string(),
+        })?;
+        let line = record.position().map_or(0, |p| p.line() as usize);
+        let field = |i: usize| -> Result<String> {
+            let bytes = record.get(i).unwrap_or_default();
+            String::from_utf8(bytes.to_vec()).map_err(|e| Error::Record {
+                source_name: name.clone(),
+                line,
+                reason: format!(
+                    "column `{}`: invalid UTF-8 at byte {}",
+                    columns[i],
+                    e.utf8_error().valid_up_to()
+                ),
+            })
+        };
+        let text = field(text_col)?;
+        if text.trim().is_empty() {
+            return Err(Error::Record {
+                source_name: name.clone(),
+                line,
+                reason: "empty document".into(),
+            });
+        }
+        let id = match id_col {
+            Some(i) => field(i)?,
+            None => format!("{name}:{line}"),
+        };
+        Ok(Document { id, text })
+    }))
+}
