@@ -5,7 +5,7 @@
 //! (tokenization included). A model folder with the head is written to a temporary folder,
 //! so `standpoint label` can be timed on it too (its path is printed).
 //!
-//! `cargo bench --bench infer -- [--model DIR] [--corpus FILE] [--runs N] [--keep DIR]`
+//! `cargo bench --bench infer -- [--model DIR] [--corpus FILE] [--runs N] [--bs 1,8,32,64] [--keep DIR]`
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -73,6 +73,10 @@ fn main() -> standpoint::Result<()> {
     let corpus = arg("--corpus", "../shared/bench/corpus.txt");
     let runs: usize = arg("--runs", "3").parse().expect("--runs N");
     let keep = arg("--keep", "");
+    let sizes: Vec<usize> = arg("--bs", "1,8,32,64")
+        .split(',')
+        .map(|b| b.parse().expect("--bs N,N,..."))
+        .collect();
     let temp = tempfile::tempdir().unwrap();
     let dir = if keep.is_empty() {
         temp.path().join("model")
@@ -102,7 +106,7 @@ fn main() -> standpoint::Result<()> {
     order.sort_by_key(|&i| encoded[i].len());
     let model = classifier.model();
     let pad = model.config().encoder.pad_token_id;
-    for bs in [1usize, 8, 32, 64] {
+    for &bs in &sizes {
         let pass = || -> standpoint::Result<f64> {
             let t0 = Instant::now();
             for chunk in order.chunks(bs) {

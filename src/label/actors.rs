@@ -522,20 +522,20 @@ impl ActorSet {
             let word = is_word_char(c);
             // Inside a word, no alias can start: one starting with a word character needs a
             // boundary before it, and c is not a boundary.
-            if !(word && prev_word) {
-                if let Some((end, actor)) = self.longest_at(sentence, i, c) {
-                    mentions.push(Mention {
-                        actor,
-                        start: i,
-                        end,
-                    });
-                    prev_word = sentence[..end]
-                        .chars()
-                        .next_back()
-                        .is_some_and(is_word_char);
-                    i = end;
-                    continue;
-                }
+            if !(word && prev_word)
+                && let Some((end, actor)) = self.longest_at(sentence, i, c)
+            {
+                mentions.push(Mention {
+                    actor,
+                    start: i,
+                    end,
+                });
+                prev_word = sentence[..end]
+                    .chars()
+                    .next_back()
+                    .is_some_and(is_word_char);
+                i = end;
+                continue;
             }
             prev_word = word;
             i += c.len_utf8();
@@ -589,10 +589,10 @@ impl ActorSet {
         let mut best: Option<(usize, usize)> = None;
         for &p in candidates {
             let pattern = &self.patterns[p];
-            if let Some(end) = pattern.match_at(text, start) {
-                if best.is_none_or(|(best_end, _)| end > best_end) {
-                    best = Some((end, pattern.actor));
-                }
+            if let Some(end) = pattern.match_at(text, start)
+                && best.is_none_or(|(best_end, _)| end > best_end)
+            {
+                best = Some((end, pattern.actor));
             }
         }
         best

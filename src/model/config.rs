@@ -431,14 +431,14 @@ impl Keys<'_> {
     }
 
     fn bert_like(&self, architecture: Architecture) -> Result<EncoderConfig> {
-        if let Some(kind) = self.get("position_embedding_type") {
-            if kind.as_str() != Some("absolute") {
-                return Err(Error::config(
-                    self.path,
-                    "position_embedding_type",
-                    format!("{kind} is not supported (only \"absolute\")"),
-                ));
-            }
+        if let Some(kind) = self.get("position_embedding_type")
+            && kind.as_str() != Some("absolute")
+        {
+            return Err(Error::config(
+                self.path,
+                "position_embedding_type",
+                format!("{kind} is not supported (only \"absolute\")"),
+            ));
         }
         let hidden_dropout = self.probability("hidden_dropout_prob", 0.1)?;
         let classifier_dropout = match self.get("classifier_dropout") {
@@ -499,7 +499,7 @@ impl Keys<'_> {
     }
 
     fn check_shapes(&self, config: &EncoderConfig, hidden: &str, heads: &str) -> Result<()> {
-        if config.hidden_size % config.num_heads != 0 {
+        if !config.hidden_size.is_multiple_of(config.num_heads) {
             return Err(Error::config(
                 self.path,
                 hidden,
