@@ -23,6 +23,76 @@ pub struct QueryRecord {
     pub line: usize,
 }
 
+/// The non-blank lines of a JSONL stream, trimmed and checked for UTF-8 (a leading byte-order
+/// mark is dropped), with 1-based line numbers. Shared by every JSONL reader of the crate.
+pub struct JsonlLines<R> {
+    reader: R,
+    source_name: String,
+    line: usize,
+    buf: Vec<u8>,
+}
+
+impl<R: BufRead> JsonlLines<R> {
+    /// Reads from `reader`; `source_name` appears in error messages.
+    pub fn new(reader: R, source_name: &str) -> Self {
+        JsonlLines {
+            reader,
+            source_name: source_name.to_string(),
+            line: 0,
+            buf: Vec::new(),
+        }
+    }
+
+    /// The source's name, as given.
+    pub fn source_name(&self) -> &str {
+        &self.source_name
+    }
+
+    /// A record error at the current line.
+    pub fn error(&self, reason: impl Into<String>) -> Error {
+        Error::Record {
+            source_name: self.source_name.clone(),
+            line: self.line,
+            reason: reason.into(),
+        }
+    }
+
+    /// The next non-blank line and its number; `None` at the end. Invalid UTF-8 is an
+    /// [`Error::Record`] naming the line; a read failure an [`Error::Io`].
+    pub fn next_line(&mut self) -> Option<Result<(usize, &str)>> {
+        const BOM: &[u8] = b"\xef\xbb\xbf";
+        let start = loop {
+            self.buf.clear();
+            self.line += 1;
+            match self.reader.read_until(b'\n', &mut self.buf) {
+                Ok(0) => return None,
+                Ok(_) => {}
+                Err(e) => return Some(Err(Error::io(&self.source_name, e))),
+            }
+            let start = if self.line == 1 && self.buf.starts_with(BOM) {
+                BOM.len()
+            } else {
+                0
+            };
+            match std::str::from_utf8(&self.buf[start..]) {
+                Ok(text) if text.trim().is_empty() => continue,
+                Ok(_) => break start,
+                Err(e) => {
+                    let at = e.valid_up_to();
+                    return Some(Err(
+                        self.error(format!("invalid UTF-8 at byte {at} of the line"))
+                    ));
+                }
+            }
+        };
+        // Checked above; parsed again only because the borrow cannot leave the loop.
+        let text = std::str::from_utf8(&self.buf[start..])
+            .unwrap_or_default()
+            .trim();
+        Some(Ok((self.line, text)))
+    }
+}
+
 /// Iterates over the records of a JSONL stream, skipping blank lines.
 ///
 /// Each error names the source and the line: invalid UTF-8, malformed JSON, a missing
@@ -37,28 +107,14 @@ pub struct QueryRecord {
 /// assert!(err.to_string().starts_with("rows.jsonl:3:"));
 /// ```
 pub struct JsonlQueries<R> {
-    reader: R,
-    source_name: String,
-    line: usize,
-    buf: Vec<u8>,
+    lines: JsonlLines<R>,
 }
 
 impl<R: BufRead> JsonlQueries<R> {
     /// Reads from `reader`; `source_name` appears in error messages.
     pub fn new(reader: R, source_name: &str) -> Self {
         JsonlQueries {
-            reader,
-            source_name: source_name.to_string(),
-            line: 0,
-            buf: Vec::new(),
-        }
-    }
-
-    fn error(&self, reason: impl Into<String>) -> Error {
-        Error::Record {
-            source_name: self.source_name.clone(),
-            line: self.line,
-            reason: reason.into(),
+            lines: JsonlLines::new(reader, source_name),
         }
     }
 }
@@ -67,34 +123,18 @@ impl<R: BufRead> Iterator for JsonlQueries<R> {
     type Item = Result<QueryRecord>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            self.buf.clear();
-            self.line += 1;
-            match self.reader.read_until(b'\n', &mut self.buf) {
-                Ok(0) => return None,
-                Ok(_) => {}
-                Err(e) => return Some(Err(self.error(format!("read failed: {e}")))),
-            }
-            let text = match std::str::from_utf8(&self.buf) {
-                Ok(text) => text.trim(),
-                Err(e) => {
-                    return Some(Err(self.error(format!(
-                        "invalid UTF-8 at byte {} of the line",
-                        e.valid_up_to()
-                    ))));
-                }
-            };
-            if text.is_empty() {
-                continue;
-            }
-            return Some(
-                serde_json::from_str::<QueryRecord>(text)
-                    .map(|mut record| {
-                        record.line = self.line;
-                        record
-                    })
-                    .map_err(|e| self.error(format!("invalid record: {e}"))),
-            );
-        }
+        let (line, text) = match self.lines.next_line()? {
+            Ok(next) => next,
+            Err(e) => return Some(Err(e)),
+        };
+        let parsed = serde_json::from_str::<QueryRecord>(text);
+        Some(
+            parsed
+                .map(|mut record| {
+                    record.line = line;
+                    record
+                })
+                .map_err(|e| self.lines.error(format!("invalid record: {e}"))),
+        )
     }
 }

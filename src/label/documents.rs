@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::records::JsonlLines;
 
 /// One document.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,11 +179,8 @@ fn records(
 ) -> Result<Box<dyn Iterator<Item = Result<Document>>>> {
     Ok(match format {
         InputFormat::Jsonl => Box::new(JsonlDocuments {
-            reader,
-            name: name.to_string(),
+            lines: JsonlLines::new(reader, name),
             fields: fields.clone(),
-            line: 0,
-            buf: Vec::new(),
         }),
         InputFormat::Csv | InputFormat::Tsv => {
             let delimiter = if format == InputFormat::Csv {
@@ -215,44 +213,35 @@ fn records(
 }
 
 struct JsonlDocuments {
-    reader: Box<dyn BufRead>,
-    name: String,
+    lines: JsonlLines<Box<dyn BufRead>>,
     fields: DocumentFields,
-    line: usize,
-    buf: Vec<u8>,
 }
 
 impl JsonlDocuments {
-    fn record_error(&self, reason: impl Into<String>) -> Error {
-        Error::Record {
-            source_name: self.name.clone(),
-            line: self.line,
-            reason: reason.into(),
-        }
-    }
-
-    fn parse(&self, line: &str) -> Result<Document> {
-        let value: Value = serde_json::from_str(line)
-            .map_err(|e| self.record_error(format!("invalid JSON: {e}")))?;
+    fn parse(&self, line: usize, text: &str) -> Result<Document> {
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| self.lines.error(format!("invalid JSON: {e}")))?;
         let object = value
             .as_object()
-            .ok_or_else(|| self.record_error("expected a JSON object"))?;
+            .ok_or_else(|| self.lines.error("expected a JSON object"))?;
         let text = match object.get(&self.fields.text) {
             Some(Value::String(s)) => s.clone(),
             Some(_) => {
-                return Err(
-                    self.record_error(format!("field `{}` is not a string", self.fields.text))
-                );
+                let reason = format!("field `{}` is not a string", self.fields.text);
+                return Err(self.lines.error(reason));
             }
-            None => return Err(self.record_error(format!("missing field `{}`", self.fields.text))),
+            None => {
+                let reason = format!("missing field `{}`", self.fields.text);
+                return Err(self.lines.error(reason));
+            }
         };
         if text.trim().is_empty() {
-            return Err(self.record_error("empty document"));
+            return Err(self.lines.error("empty document"));
         }
         let id = match object.get(&self.fields.id) {
             Some(Value::String(s)) => s.clone(),
             Some(Value::Number(n)) => n.to_string(),
-            _ => format!("{}:{}", self.name, self.line),
+            _ => format!("{}:{line}", self.lines.source_name()),
         };
         Ok(Document { id, text })
     }
@@ -262,28 +251,11 @@ impl Iterator for JsonlDocuments {
     type Item = Result<Document>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            self.buf.clear();
-            self.line += 1;
-            match self.reader.read_until(b'\n', &mut self.buf) {
-                Ok(0) => return None,
-                Ok(_) => {}
-                Err(e) => return Some(Err(Error::io(&self.name, e))),
-            }
-            let line = match std::str::from_utf8(&self.buf) {
-                Ok(text) => text.trim(),
-                Err(e) => {
-                    return Some(Err(self.record_error(format!(
-                        "invalid UTF-8 at byte {} of the line",
-                        e.valid_up_to()
-                    ))));
-                }
-            };
-            if line.is_empty() {
-                continue;
-            }
-            return Some(self.parse(line));
-        }
+        let (line, text) = match self.lines.next_line()? {
+            Ok((line, text)) => (line, text.to_string()),
+            Err(e) => return Some(Err(e)),
+        };
+        Some(self.parse(line, &text))
     }
 }
 

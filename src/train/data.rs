@@ -49,6 +49,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
+use crate::records::JsonlLines;
 
 /// The JSONL key that may carry the labels of several heads as one object.
 const LABELS_KEY: &str = "labels";
@@ -483,39 +484,15 @@ fn json_label(value: &Value) -> Result<Option<String>, String> {
 
 /// Reads JSON Lines.
 fn read_jsonl(
-    mut reader: impl BufRead,
+    reader: impl BufRead,
     path: &Path,
     source: usize,
     fields: &FieldMap,
 ) -> Result<Vec<Example>> {
     let mut examples = Vec::new();
-    let mut buf = Vec::new();
-    let mut line = 0;
-    loop {
-        buf.clear();
-        line += 1;
-        if reader
-            .read_until(b'\n', &mut buf)
-            .map_err(|e| Error::io(path, e))?
-            == 0
-        {
-            break;
-        }
-        let mut bytes = buf.as_slice();
-        if line == 1 {
-            bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
-        }
-        let text = std::str::from_utf8(bytes).map_err(|e| {
-            record_error(
-                path,
-                line,
-                format!("invalid UTF-8 at byte {} of the line", e.valid_up_to()),
-            )
-        })?;
-        let text = text.trim();
-        if text.is_empty() {
-            continue;
-        }
+    let mut lines = JsonlLines::new(reader, &path.display().to_string());
+    while let Some(next) = lines.next_line() {
+        let (line, text) = next?;
         let value: Value = serde_json::from_str(text)
             .map_err(|e| record_error(path, line, format!("invalid JSON: {e}")))?;
         let Value::Object(object) = value else {
