@@ -50,14 +50,7 @@ fn main() -> standpoint::Result<()> {
     load_into_varmap(&weights_path(&model_dir), &config, &varmap, |n| {
         n.starts_with("heads.")
     })?;
-    let mut named: Vec<_> = varmap
-        .data()
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(n, v)| (n.clone(), v.clone()))
-        .collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
+    let named = standpoint::train::named_vars(&varmap);
     let params: usize = named.iter().map(|(_, v)| v.elem_count()).sum();
     let mut optimizer = AdamW::new(
         named.clone(),

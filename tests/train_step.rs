@@ -81,14 +81,7 @@ fn run_scenario(name: &str) {
         .iter()
         .map(|(n, v)| (n.clone(), v.flatten_all().unwrap().to_vec1().unwrap()))
         .collect();
-    let mut named: Vec<_> = varmap
-        .data()
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(n, v)| (n.clone(), v.clone()))
-        .collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
+    let named = standpoint::train::named_vars(&varmap);
     let mut optimizer = AdamW::new(
         named.clone(),
         AdamWConfig {

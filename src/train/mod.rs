@@ -454,8 +454,8 @@ fn parse_sources(specs: &[String]) -> Result<Vec<DataSource>> {
     specs.iter().map(|s| DataSource::parse(s)).collect()
 }
 
-/// The variables of the model in a fixed (name) order.
-fn named_vars(varmap: &VarMap) -> Vec<(String, candle_core::Var)> {
+/// The variables of a `VarMap`, sorted by name (the optimiser's fixed order).
+pub fn named_vars(varmap: &VarMap) -> Vec<(String, candle_core::Var)> {
     let vars = varmap
         .data()
         .lock()
