@@ -501,9 +501,10 @@ fn label(args: &LabelArgs) -> Result<()> {
     };
     let labeller = Labeller::new(&classifier, &actors, options);
     let documents = read_documents(&args.inputs, format, &fields)?;
-    let mut bar = progress::LabelProgress::new(from);
     let started = std::time::Instant::now();
     let before = output.counts();
+    let total = progress::count_documents(&args.inputs, format);
+    let mut bar = progress::LabelProgress::new(from, total, before.sentences);
     for event in labeller.stream(documents, from) {
         let event = event?;
         if let Event::Checkpoint(position) = &event {

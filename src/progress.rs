@@ -3,6 +3,8 @@
 use std::io::IsTerminal;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use standpoint::label::output::Counts;
+use standpoint::label::pipeline::Position;
 use standpoint::train::checkpoint::EpochRecord;
 use standpoint::train::{StepInfo, TrainObserver};
 
@@ -85,51 +87,105 @@ impl TrainObserver for TrainProgress {
     }
 }
 
-/// The labelling progress: documents done and sentences per second, drawn only on a terminal.
+/// The labelling progress: documents done, sentences per second and, when the number of
+/// documents is known, an ETA; drawn only on a terminal.
 pub struct LabelProgress {
     bar: ProgressBar,
     started: std::time::Instant,
-    first: usize,
+    /// Sentences already done before this process started (a resumed run).
+    before: usize,
 }
 
 impl LabelProgress {
-    pub fn new(from: standpoint::label::pipeline::Position) -> Self {
+    /// `total`: the number of documents, when known; `before`: sentences already labelled.
+    pub fn new(from: Position, total: Option<u64>, before: usize) -> Self {
         let target = if std::io::stderr().is_terminal() {
             ProgressDrawTarget::stderr()
         } else {
             ProgressDrawTarget::hidden()
         };
-        let bar = ProgressBar::with_draw_target(None, target);
+        let bar = ProgressBar::with_draw_target(total, target);
+        let template = if total.is_some() {
+            "{elapsed_precise} [{bar:30}] {pos}/{len} documents, {msg}, ETA {eta}"
+        } else {
+            "{spinner} {elapsed_precise} {pos} documents, {msg}"
+        };
         bar.set_style(
-            ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
-                .expect("valid template"),
+            ProgressStyle::with_template(template)
+                .expect("valid template")
+                .progress_chars("=> "),
         );
         bar.set_position(from.document as u64);
+        bar.reset_eta();
         LabelProgress {
             bar,
             started: std::time::Instant::now(),
-            first: 0,
+            before,
         }
     }
 
-    pub fn update(
-        &mut self,
-        position: standpoint::label::pipeline::Position,
-        counts: standpoint::label::output::Counts,
-    ) {
-        if self.first == 0 {
-            self.first = counts.sentences.max(1);
-        }
-        let rate = counts.sentences.saturating_sub(self.first) as f64
+    pub fn update(&mut self, position: Position, counts: Counts) {
+        let rate = counts.sentences.saturating_sub(self.before) as f64
             / self.started.elapsed().as_secs_f64().max(1e-9);
+        self.bar.set_position(position.document as u64);
         self.bar.set_message(format!(
-            "document {}, {} sentences, {} rows, {rate:.1} sentences/s",
-            position.document, counts.sentences, counts.rows
+            "{} sentences, {} rows, {rate:.1} sentences/s",
+            counts.sentences, counts.rows
         ));
-        self.bar.tick();
     }
 
     pub fn finish(&self) {
         self.bar.finish_and_clear();
     }
+}
+
+/// The number of documents in `inputs`, counted cheaply (files, or non-blank lines of JSONL
+/// and CSV/TSV files); `None` for standard input. Only for the progress bar.
+pub fn count_documents(
+    inputs: &[String],
+    format: Option<standpoint::label::documents::InputFormat>,
+) -> Option<u64> {
+    use standpoint::label::documents::InputFormat;
+    let mut total = 0u64;
+    for input in inputs {
+        if input == "-" {
+            return None;
+        }
+        let path = std::path::Path::new(input);
+        match format.unwrap_or_else(|| InputFormat::of_path(path)) {
+            InputFormat::Text if path.is_dir() => {
+                total += walk_count(path);
+            }
+            InputFormat::Text => total += 1,
+            fmt => {
+                let bytes = std::fs::read(path).ok()?;
+                let lines = bytes
+                    .split(|&b| b == b'\n')
+                    .filter(|l| l.iter().any(|b| !b.is_ascii_whitespace()))
+                    .count() as u64;
+                let header = u64::from(fmt != InputFormat::Jsonl);
+                total += lines.saturating_sub(header);
+            }
+        }
+    }
+    Some(total)
+}
+
+fn walk_count(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .map(|e| {
+                    let p = e.path();
+                    if p.is_dir() {
+                        walk_count(&p)
+                    } else {
+                        u64::from(p.is_file())
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
 }
