@@ -181,8 +181,6 @@ pub fn epoch_batches(
         batches.extend(chunk.chunks(batch_size).map(<[usize]>::to_vec));
     }
     batches.shuffle(&mut rng);
-    // Keep the generator's later draws unused: the count above fixes the epoch.
-    let _ = rng.random::<u32>();
     batches
 }
 
@@ -279,4 +277,66 @@ pub fn class_weights(items: &[Item], heads: &[HeadSpec]) -> Vec<Vec<f32>> {
 /// A scalar tensor's value.
 pub fn scalar(t: &Tensor) -> Result<f32> {
     Ok(t.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn items(per_source: &[usize]) -> Vec<Item> {
+        per_source
+            .iter()
+            .enumerate()
+            .flat_map(|(source, &n)| {
+                (0..n).map(move |i| Item {
+                    encoded: Encoded {
+                        ids: vec![1; 3 + i % 7],
+                        type_ids: vec![0; 3 + i % 7],
+                    },
+                    labels: vec![Some(0)],
+                    source,
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sources_are_sampled_to_their_weights() {
+        let items = items(&[10, 40]);
+        let weights = [2.0, 0.25];
+        assert_eq!(epoch_counts(&items, &weights), [20, 10]);
+        let batches = epoch_batches(&items, &weights, 4, 7, 0);
+        let mut per_source = [0usize; 2];
+        for &i in batches.iter().flatten() {
+            per_source[items[i].source] += 1;
+        }
+        assert_eq!(per_source, [20, 10]);
+        assert!(batches.iter().all(|b| !b.is_empty() && b.len() <= 4));
+    }
+
+    #[test]
+    fn epochs_are_reproducible_and_differ() {
+        let items = items(&[50]);
+        let a = epoch_batches(&items, &[1.0], 8, 7, 0);
+        assert_eq!(a, epoch_batches(&items, &[1.0], 8, 7, 0));
+        assert_ne!(a, epoch_batches(&items, &[1.0], 8, 7, 1));
+        assert_ne!(a, epoch_batches(&items, &[1.0], 8, 8, 0));
+        let mut all: Vec<usize> = a.into_iter().flatten().collect();
+        all.sort();
+        assert_eq!(
+            all,
+            (0..50).collect::<Vec<_>>(),
+            "each item once per epoch at weight 1"
+        );
+    }
+
+    #[test]
+    fn batches_hold_similar_lengths() {
+        let items = items(&[64]);
+        for batch in epoch_batches(&items, &[1.0], 8, 3, 0) {
+            let lens: Vec<usize> = batch.iter().map(|&i| items[i].encoded.len()).collect();
+            let spread = lens.iter().max().unwrap() - lens.iter().min().unwrap();
+            assert!(spread <= 1, "lengths {lens:?} in one batch");
+        }
+    }
 }
