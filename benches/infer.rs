@@ -7,6 +7,9 @@
 //!
 //! `cargo bench --bench infer -- [--model DIR] [--corpus FILE] [--runs N] [--bs 1,8,32,64] [--keep DIR]`
 
+mod common;
+
+use common::arg;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -15,14 +18,6 @@ use candle_core::{Device, Tensor};
 use standpoint::model::{HeadInput, HeadPooling, HeadSpec, ModelConfig};
 use standpoint::tokenize::pad_batch;
 use standpoint::{Classifier, ClassifierOptions, Query};
-
-fn arg(name: &str, default: &str) -> String {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-        .unwrap_or_else(|| default.to_string())
-}
 
 /// MiniLM plus a seeded random `stance` head, as a standpoint model folder.
 fn model_with_head(base: &Path, dir: &Path) -> standpoint::Result<()> {

@@ -7,6 +7,9 @@
 //!
 //! `cargo bench --bench train -- [--model DIR] [--corpus FILE] [--steps N]`
 
+mod common;
+
+use common::arg;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -17,14 +20,6 @@ use standpoint::model::{HeadInput, HeadPooling, HeadSpec, Model, ModelConfig};
 use standpoint::tokenize::{TextEncoder, pad_batch};
 use standpoint::train::loss::cross_entropy;
 use standpoint::train::optim::{AdamW, AdamWConfig};
-
-fn arg(name: &str, default: &str) -> String {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-        .unwrap_or_else(|| default.to_string())
-}
 
 fn main() -> standpoint::Result<()> {
     let model_dir = PathBuf::from(arg("--model", "../shared/models/all-MiniLM-L6-v2"));

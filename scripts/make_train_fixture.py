@@ -84,6 +84,8 @@ from safetensors import safe_open  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 from transformers import BertForSequenceClassification  # noqa: E402
 
+from make_fixtures import dump_json  # noqa: E402  (same folder: one JSON layout for all fixtures)
+
 GENERATOR = "scripts/make_train_fixture.py"
 MODEL = "tiny-bert"
 CASE = "pairs"
@@ -129,23 +131,6 @@ WEIGHTED_SMOOTHED_FORMULA = (
 def f32(value) -> float:
     """A float32 value as its shortest round-trip decimal."""
     return float(str(np.float32(value)))
-
-
-def dump_json(obj, indent: int = 0) -> str:
-    """JSON with one line per innermost list (readable, still compact)."""
-    pad, inner = " " * indent, " " * (indent + 2)
-    if isinstance(obj, dict):
-        items = [f"{inner}{json.dumps(k)}: {dump_json(v, indent + 2)}" for k, v in obj.items()]
-        return "{\n" + ",\n".join(items) + f"\n{pad}}}"
-    if isinstance(obj, list) and any(isinstance(v, (list, dict)) for v in obj):
-        items = [f"{inner}{dump_json(v, indent + 2)}" for v in obj]
-        return "[\n" + ",\n".join(items) + f"\n{pad}]"
-    return json.dumps(obj, ensure_ascii=False, separators=(", ", ": "))
-
-
-# --------------------------------------------------------------------------
-# Losses
-# --------------------------------------------------------------------------
 
 
 def plain_loss(logits, labels):

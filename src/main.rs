@@ -116,8 +116,14 @@ struct TrainArgs {
     /// Output folder; it becomes a complete model folder.
     #[arg(long, short, required_unless_present = "resume")]
     output: Option<PathBuf>,
-    /// Continue the interrupted run in this output folder, with its saved settings.
-    #[arg(long, value_name = "OUTPUT", conflicts_with_all = ["base", "output"])]
+    /// Continue the interrupted run in this output folder, with its saved settings
+    /// (other settings are refused rather than ignored).
+    #[arg(long, value_name = "OUTPUT", conflicts_with_all = [
+        "base", "output", "train", "dev", "heads", "schema", "text_field", "target_field",
+        "pooling", "epochs", "batch_size", "grad_accum", "lr", "weight_decay", "warmup_ratio",
+        "max_grad_norm", "label_smoothing", "class_weights", "max_length", "seed", "patience",
+        "select", "save_every", "name", "version", "device",
+    ])]
     resume: Option<PathBuf>,
     /// Training file, FILE[:WEIGHT] (JSONL, CSV or TSV); repeat to mix files.
     #[arg(

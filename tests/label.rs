@@ -20,10 +20,15 @@ fn example(name: &str) -> String {
 }
 
 fn label(model: &Path, args: &[&str]) -> Output {
+    label_with_env(model, args, &[])
+}
+
+fn label_with_env(model: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_standpoint"))
         .arg("label")
         .args(["--model", model.to_str().unwrap()])
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .unwrap()
 }
@@ -254,13 +259,11 @@ fn resume_after_a_crash_gives_the_same_output() {
     assert!(label(&model, &refs(&args(&whole))).status.success());
 
     // Abort (as kill -9) at the third checkpoint, after a torn row was written past it.
-    let out = Command::new(env!("CARGO_BIN_EXE_standpoint"))
-        .arg("label")
-        .args(["--model", model.to_str().unwrap()])
-        .args(args(&crashed))
-        .env(standpoint::label::output::ABORT_AFTER_CHECKPOINTS_ENV, "3")
-        .output()
-        .unwrap();
+    let out = label_with_env(
+        &model,
+        &refs(&args(&crashed)),
+        &[(standpoint::label::output::ABORT_AFTER_CHECKPOINTS_ENV, "3")],
+    );
     assert!(!out.status.success(), "the failpoint did not fire");
     assert!(
         !crashed.exists(),

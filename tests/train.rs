@@ -286,6 +286,18 @@ fn resume_after_a_crash_ends_with_identical_weights() {
     assert_eq!(state["epoch"], 1);
     assert_eq!(state["batch"], 3, "the saved state must fall mid-epoch");
 
+    // Settings beside --resume are refused, not silently ignored.
+    let out = standpoint_cmd()
+        .args([
+            "train",
+            "--resume",
+            crashed.to_str().unwrap(),
+            "--epochs",
+            "5",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
     let out = standpoint_cmd()
         .args(["train", "--resume", crashed.to_str().unwrap()])
         .output()

@@ -186,6 +186,10 @@ struct FileTarget {
     errors: BufWriter<File>,
     paths: Paths,
     progress: Progress,
+    /// Checkpoints written by this process.
+    checkpoints: usize,
+    /// The failpoint of [`ABORT_AFTER_CHECKPOINTS_ENV`], read once.
+    abort_at: Option<usize>,
 }
 
 struct Paths {
@@ -337,6 +341,10 @@ impl LabelOutput {
                     errors: errors_file,
                     paths,
                     progress,
+                    checkpoints: 0,
+                    abort_at: std::env::var(ABORT_AFTER_CHECKPOINTS_ENV)
+                        .ok()
+                        .and_then(|v| v.parse().ok()),
                 })),
                 formatter,
                 on_error,
@@ -416,6 +424,8 @@ impl LabelOutput {
             errors,
             paths,
             progress,
+            checkpoints,
+            abort_at,
         } = file.as_mut();
         let sync = |w: &mut BufWriter<File>, path: &Path| -> Result<u64> {
             w.flush().map_err(|e| Error::io(path, e))?;
@@ -430,16 +440,12 @@ impl LabelOutput {
         progress.last_document = self.last_document;
         let text = serde_json::to_string_pretty(progress).expect("plain JSON serialises");
         write_atomic(&paths.progress, text.as_bytes())?;
-        if let Ok(n) = std::env::var(ABORT_AFTER_CHECKPOINTS_ENV).map(|v| v.parse::<usize>()) {
-            CHECKPOINTS.with(|c| {
-                c.set(c.get() + 1);
-                if Ok(c.get()) == n {
-                    // Rows written after the checkpoint, then a crash: resume must drop them.
-                    let _ = out.write_all(b"{\"torn\": ");
-                    let _ = out.flush();
-                    std::process::abort();
-                }
-            });
+        *checkpoints += 1;
+        if *abort_at == Some(*checkpoints) {
+            // Part of a row written after the checkpoint, then a crash: resume must drop it.
+            let _ = out.write_all(b"{\"torn\": ");
+            let _ = out.flush();
+            std::process::abort();
         }
         Ok(())
     }
@@ -482,7 +488,3 @@ impl LabelOutput {
 /// Environment variable that aborts the process (like `kill -9`) at the given checkpoint,
 /// after writing part of a row past it; used by the resume tests.
 pub const ABORT_AFTER_CHECKPOINTS_ENV: &str = "STANDPOINT_FAILPOINT_ABORT_AFTER_CHECKPOINTS";
-
-thread_local! {
-    static CHECKPOINTS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}

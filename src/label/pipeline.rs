@@ -271,6 +271,11 @@ impl<I: Iterator<Item = Result<Document>>> LabelStream<'_, I> {
         };
         for (index, span) in labeller.segmenter.split(text).into_iter().enumerate() {
             let start = to_chars(span.start);
+            let end = to_chars(span.end);
+            if index < skip {
+                // Done before the interruption; offsets still advance.
+                continue;
+            }
             let sentence = &text[span.start..span.end];
             let mut mentioned: Vec<ActorSlot> = labeller
                 .actors
@@ -294,10 +299,6 @@ impl<I: Iterator<Item = Result<Document>>> LabelStream<'_, I> {
                     }
                 }
                 mentioned.sort_by_key(|(a, _)| *a);
-            }
-            let end = to_chars(span.end);
-            if index < skip {
-                continue;
             }
             self.pending.push(Pending {
                 document: ordinal,

@@ -145,6 +145,16 @@ pub fn epoch_counts(items: &[Item], weights: &[f64]) -> Vec<usize> {
         .collect()
 }
 
+/// Batches sorted by length together (see [`epoch_batches`]).
+const WINDOW_BATCHES: usize = 32;
+
+/// How many micro-batches [`epoch_batches`] makes per epoch, without making them.
+pub fn batches_per_epoch(items: &[Item], weights: &[f64], batch_size: usize) -> usize {
+    let total: usize = epoch_counts(items, weights).iter().sum();
+    let window = batch_size * WINDOW_BATCHES;
+    total / window * WINDOW_BATCHES + (total % window).div_ceil(batch_size)
+}
+
 /// The micro-batches of one epoch, as indices into `items`: each source sampled to its
 /// weight (whole copies, then a random subset for the fraction), shuffled, sorted by
 /// length within windows of 32 batches (little padding), and the batches shuffled.
@@ -174,7 +184,7 @@ pub fn epoch_batches(
         chosen.extend_from_slice(&indices[..left]);
     }
     chosen.shuffle(&mut rng);
-    let window = batch_size * 32;
+    let window = batch_size * WINDOW_BATCHES;
     let mut batches: Vec<Vec<usize>> = Vec::new();
     for chunk in chosen.chunks_mut(window) {
         chunk.sort_by_key(|&i| items[i].encoded.len());
@@ -312,6 +322,19 @@ mod tests {
         }
         assert_eq!(per_source, [20, 10]);
         assert!(batches.iter().all(|b| !b.is_empty() && b.len() <= 4));
+    }
+
+    #[test]
+    fn batch_count_is_known_before_the_epoch() {
+        for (sizes, weights, bs) in [
+            (vec![10, 40], vec![2.0, 0.25], 4),
+            (vec![700], vec![1.0], 3),
+            (vec![129, 5], vec![1.0, 0.5], 2),
+        ] {
+            let items = items(&sizes);
+            let made = epoch_batches(&items, &weights, bs, 1, 0).len();
+            assert_eq!(batches_per_epoch(&items, &weights, bs), made);
+        }
     }
 
     #[test]

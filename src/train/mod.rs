@@ -511,8 +511,7 @@ fn run(setup: Setup, resume: bool, observer: &mut dyn TrainObserver) -> Result<T
         write_atomic(&output.join("training_config.json"), text.as_bytes())?;
     }
 
-    let batches_per_epoch =
-        items::epoch_batches(&train_items, &weights, config.batch_size, config.seed, 0).len();
+    let batches_per_epoch = items::batches_per_epoch(&train_items, &weights, config.batch_size);
     let steps_per_epoch = batches_per_epoch.div_ceil(config.grad_accum);
     let total_steps = steps_per_epoch * config.epochs;
     let warmup = (total_steps as f64 * config.warmup_ratio).round() as usize;
@@ -528,7 +527,6 @@ fn run(setup: Setup, resume: bool, observer: &mut dyn TrainObserver) -> Result<T
     observer.start(state.step, total_steps);
     let started = Instant::now();
     let mut seen_since_start = 0usize;
-    let mut last_loss = 0f32;
 
     while state.epoch < config.epochs {
         let epoch = state.epoch;
@@ -602,7 +600,6 @@ fn run(setup: Setup, resume: bool, observer: &mut dyn TrainObserver) -> Result<T
             state.batch = index;
             state.epoch_loss.0 += step_loss as f64;
             state.epoch_loss.1 += 1;
-            last_loss = step_loss;
             observer.step(&StepInfo {
                 step: state.step,
                 total_steps,
@@ -672,11 +669,7 @@ fn run(setup: Setup, resume: bool, observer: &mut dyn TrainObserver) -> Result<T
         let record = EpochRecord {
             epoch: epoch + 1,
             step: state.step,
-            train_loss: if loss_n > 0 {
-                loss_sum / loss_n as f64
-            } else {
-                last_loss as f64
-            },
+            train_loss: loss_sum / loss_n.max(1) as f64,
             learning_rate: optimizer.learning_rate(),
             examples_per_second: epoch_seen as f64
                 / epoch_started.elapsed().as_secs_f64().max(1e-9),
