@@ -109,7 +109,7 @@ fn main() -> standpoint::Result<()> {
                 let input = pad_batch(&items, pad, &Device::Cpu)?;
                 let out = model.forward_t(&input, &[0], false)?;
                 let _probs: Vec<Vec<f32>> =
-                    standpoint::model::heads::probabilities(&out.logits[0].1)?.to_vec2()?;
+                    standpoint::model::heads::probabilities(&out.logits[0].1, None)?.to_vec2()?;
             }
             Ok(encoded.len() as f64 / t0.elapsed().as_secs_f64())
         };

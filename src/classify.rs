@@ -172,7 +172,53 @@ struct Job {
     encoded: Encoded,
 }
 
+/// The environment variable that overrides where the default model is read from.
+pub const DEFAULT_MODEL_ENV: &str = "STANDPOINT_MODEL";
+
+/// The folder of the default model: `$STANDPOINT_MODEL` when set, otherwise the
+/// `models/default/` folder of this crate's source tree, fixed at build time (for a git or
+/// path dependency, and for `cargo install --path .`, that folder stays where it was built).
+///
+/// ```
+/// let dir = standpoint::classify::default_model_dir();
+/// if std::env::var_os(standpoint::classify::DEFAULT_MODEL_ENV).is_none() {
+///     assert!(dir.ends_with("models/default"));
+/// }
+/// ```
+pub fn default_model_dir() -> std::path::PathBuf {
+    match std::env::var_os(DEFAULT_MODEL_ENV) {
+        Some(dir) if !dir.is_empty() => dir.into(),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default"),
+    }
+}
+
 impl Classifier {
+    /// Loads the shipped default model (stance toward an actor, sentence sentiment and
+    /// cooperation/conflict; see `models/default/MODEL_CARD.md`) from
+    /// [`default_model_dir`], offline.
+    ///
+    /// ```no_run
+    /// # fn main() -> standpoint::Result<()> {
+    /// use standpoint::{Classifier, ClassifierOptions, Query};
+    ///
+    /// let classifier = Classifier::load_default(&ClassifierOptions::default())?;
+    /// let predictions = classifier.classify(&[Query::pair("NATO", "NATO has refused practical cooperation.")])?;
+    /// println!("{}", predictions[0]["stance"].label);
+    /// # Ok(()) }
+    /// ```
+    pub fn load_default(options: &ClassifierOptions) -> Result<Self> {
+        let dir = default_model_dir();
+        if !config_path(&dir).is_file() {
+            return Err(Error::MissingFile {
+                path: config_path(&dir),
+                hint: Some(format!(
+                    "the default model is missing; set {DEFAULT_MODEL_ENV} to a model folder or pass a model explicitly"
+                )),
+            });
+        }
+        Self::from_dir(&dir, ModelSource::Folder(dir.clone()), options)
+    }
+
     /// Loads a model from a folder or hub id (see [`hub::resolve`]).
     pub fn load(reference: &str, options: &ClassifierOptions) -> Result<Self> {
         let resolved = hub::resolve(reference, &options.resolve)?;
@@ -354,8 +400,9 @@ impl Classifier {
             )?;
             let output = self.model.forward_t(&input, &all_heads, false)?;
             for (head, logits) in output.logits {
-                let probs: Vec<Vec<f32>> = heads::probabilities(&logits)?.to_vec2()?;
                 let spec = &heads[head];
+                let probs: Vec<Vec<f32>> =
+                    heads::probabilities(&logits, spec.temperature)?.to_vec2()?;
                 for (job, row) in batch.iter().zip(probs) {
                     if reading(spec.input, &queries[job.query]) == Some(job.reading) {
                         let matrix = &mut matrices[head];

@@ -23,9 +23,11 @@
 
 #![warn(missing_docs)]
 
+pub mod calibration;
 pub mod classify;
 pub mod error;
 pub mod eval;
+pub mod export;
 pub mod hub;
 pub mod label;
 pub mod metrics;
@@ -36,8 +38,8 @@ pub mod tokenize;
 pub mod train;
 
 pub use classify::{
-    Classifier, ClassifierOptions, HeadMatrix, HeadPrediction, ModelInfo, Prediction, Query,
-    parse_device, parse_dtype,
+    Classifier, ClassifierOptions, DEFAULT_MODEL_ENV, HeadMatrix, HeadPrediction, ModelInfo,
+    Prediction, Query, default_model_dir, parse_device, parse_dtype,
 };
 pub use error::{Error, Result};
 pub use model::{Architecture, HeadInput, HeadPooling, HeadSpec, Model, ModelConfig};

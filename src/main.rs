@@ -7,12 +7,13 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
-use standpoint::eval::{EvalFields, evaluate_files};
+use standpoint::eval::{EvalFields, calibrate_files, evaluate_files, evaluate_files_per_target};
 use standpoint::hub::ResolveOptions;
 use standpoint::label::actors::ActorSet;
 use standpoint::label::documents::{DocumentFields, InputFormat, read_documents};
 use standpoint::label::output::{LabelOutput, OnError, OutputFormat, RowFormatter};
 use standpoint::label::pipeline::{Event, LabelOptions, Labeller, Position};
+use standpoint::metrics::PerTargetReport;
 use standpoint::output::Sink;
 use standpoint::records::{JsonlQueries, QueryRecord};
 use standpoint::train::{HeadPlan, TrainConfig};
@@ -45,6 +46,25 @@ enum Command {
     Train(Box<TrainArgs>),
     /// Score a model on labelled data: accuracy, macro-F1, per-class scores, confusion.
     Eval(EvalArgs),
+    /// Copy a model folder with its weights stored in another dtype (e.g. f16, half the size).
+    Export(ExportArgs),
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// Model folder to copy.
+    #[arg(long, short)]
+    model: PathBuf,
+    /// Output folder.
+    #[arg(long, short)]
+    output: PathBuf,
+    /// Storage dtype: f32, f16 or bf16.
+    #[arg(long, default_value = "f16")]
+    dtype: String,
+    /// Fit each head's softmax temperature on this labelled dev file (JSONL/CSV/TSV with
+    /// text, target and a field per head), so probabilities match accuracy; repeatable.
+    #[arg(long = "calibrate", value_name = "FILE")]
+    calibrate: Vec<String>,
 }
 
 #[derive(Args)]
@@ -217,15 +237,24 @@ struct EvalArgs {
     /// Also write the report as JSON here.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Score each target separately and average the scores over targets (P-Stance's
+    /// official metric is the per-target favor/against F1, averaged).
+    #[arg(long)]
+    per_target: bool,
+    /// Also print this metric as a last line `HEAD.METRIC VALUE` (e.g.
+    /// stance.favor_against_f1, sentiment.macro_recall); repeatable.
+    #[arg(long = "metric", value_name = "HEAD.METRIC")]
+    metrics: Vec<String>,
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
 }
 
 #[derive(Args)]
 struct ModelArgs {
-    /// Model folder, or hub id `org/name[@revision]`.
+    /// Model folder, or hub id `org/name[@revision]` [default: the shipped model in
+    /// models/default, or $STANDPOINT_MODEL]
     #[arg(long, short)]
-    model: String,
+    model: Option<String>,
     /// Hub revision (branch, tag or commit) when the id carries none.
     #[arg(long)]
     revision: Option<String>,
@@ -259,7 +288,10 @@ impl ModelArgs {
                 cache_dir: None,
             },
         };
-        Ok(Classifier::load(&self.model, &options)?)
+        Ok(match &self.model {
+            Some(model) => Classifier::load(model, &options)?,
+            None => Classifier::load_default(&options)?,
+        })
     }
 }
 
@@ -613,11 +645,69 @@ fn eval(args: &EvalArgs) -> Result<()> {
         target: args.target_field.clone(),
         head_fields,
     };
+    if args.per_target {
+        let groups = evaluate_files_per_target(&classifier, &args.data, &fields)?;
+        let summary = PerTargetReport::new(groups);
+        for group in &summary.targets {
+            println!(
+                "== target {:?} ==\n{}\n",
+                group.target,
+                group.report.render()
+            );
+        }
+        print!("{}", summary.render());
+        if let Some(path) = &args.report {
+            standpoint::train::write_report(path, &summary)?;
+        }
+        return print_metrics(&args.metrics, |key| summary.metric(key));
+    }
     let report = evaluate_files(&classifier, &args.data, &fields)?;
     println!("{}", report.render());
     if let Some(path) = &args.report {
         standpoint::train::write_report(path, &report)?;
     }
+    print_metrics(&args.metrics, |key| report.metric(key))
+}
+
+/// Prints `KEY VALUE` per requested metric (as a fraction, for scripts).
+fn print_metrics(keys: &[String], metric: impl Fn(&str) -> Option<f64>) -> Result<()> {
+    for key in keys {
+        let value = metric(key).with_context(|| {
+            format!("--metric {key:?}: no such metric in this report (HEAD.accuracy|macro_f1|macro_recall|favor_against_f1)")
+        })?;
+        println!("{key} {value:.6}");
+    }
+    Ok(())
+}
+
+fn export(args: &ExportArgs) -> Result<()> {
+    let dtype = parse_dtype(&args.dtype)?;
+    let fitted = if args.calibrate.is_empty() {
+        Vec::new()
+    } else {
+        let model = args.model.to_str().context("--model: not valid UTF-8")?;
+        let classifier = Classifier::load(model, &ClassifierOptions::default())?;
+        calibrate_files(&classifier, &args.calibrate, &EvalFields::default())?
+    };
+    standpoint::export::export_model(&args.model, &args.output, dtype)?;
+    for head in &fitted {
+        eprintln!(
+            "{}: temperature {:.3} on {} examples; ECE {:.2}% -> {:.2}%, log loss {:.4} -> {:.4}",
+            head.head,
+            head.temperature,
+            head.examples,
+            100.0 * head.ece_before,
+            100.0 * head.ece_after,
+            head.log_loss_before,
+            head.log_loss_after
+        );
+    }
+    let temperatures: Vec<(String, f64)> = fitted
+        .iter()
+        .map(|h| (h.head.clone(), h.temperature))
+        .collect();
+    standpoint::export::set_temperatures(&args.output, &temperatures)?;
+    eprintln!("wrote {}", args.output.display());
     Ok(())
 }
 
@@ -629,6 +719,7 @@ fn main() -> ExitCode {
         Command::Label(args) => label(args),
         Command::Train(args) => train(args),
         Command::Eval(args) => eval(args),
+        Command::Export(args) => export(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -364,6 +364,13 @@ pub struct HeadReport {
     /// when the label set has both labels.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub favor_against_f1: Option<f64>,
+    /// Expected calibration error of the top label's probability (15 equal-width bins):
+    /// how far confidence is from accuracy, on average. Present when computed from logits.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub ece: Option<f64>,
+    /// Mean negative log-likelihood of the gold labels (nats). Present when computed from logits.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub log_loss: Option<f64>,
     /// Scores of each label, in label order.
     pub classes: Vec<ClassScores>,
     /// The counts the scores were computed from.
@@ -391,6 +398,8 @@ impl HeadReport {
             macro_f1: confusion.macro_f1(),
             macro_recall: confusion.macro_recall(),
             favor_against_f1: confusion.mean_f1_of(&["favor", "against"]),
+            ece: None,
+            log_loss: None,
             classes: confusion.class_scores(),
             confusion,
         }
@@ -416,6 +425,8 @@ impl HeadReport {
             "macro_f1" => Some(self.macro_f1),
             "macro_recall" => Some(self.macro_recall),
             "favor_against_f1" => self.favor_against_f1,
+            "ece" => self.ece,
+            "log_loss" => self.log_loss,
             _ => None,
         }
     }
@@ -445,6 +456,9 @@ impl HeadReport {
         );
         if let Some(f1) = self.favor_against_f1 {
             summary += &format!(", favor/against F1 {}", percent(f1));
+        }
+        if let Some(ece) = self.ece {
+            summary += &format!(", ECE {}", percent(ece));
         }
 
         let header = ["label", "precision", "recall", "F1", "support"].map(String::from);
@@ -581,6 +595,134 @@ pub fn mean_over_groups(groups: &[(String, HeadReport)], metric: &str) -> Option
         .map(|(_, report)| report.metric(metric))
         .collect::<Option<Vec<_>>>()?;
     mean(values)
+}
+
+/// Scores per target and their averages over targets (`standpoint eval --per-target`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PerTargetReport {
+    /// One report per target, sorted by target.
+    pub targets: Vec<TargetReport>,
+    /// Per head, each metric averaged over the targets that label the head.
+    pub mean: Vec<TargetMeans>,
+}
+
+/// The report of one target.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TargetReport {
+    /// The target (empty for rows without one).
+    pub target: String,
+    /// Its scores.
+    pub report: EvalReport,
+}
+
+/// A head's metrics averaged over targets.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TargetMeans {
+    /// The head.
+    pub head: String,
+    /// How many targets were averaged.
+    pub targets: usize,
+    /// Mean accuracy.
+    pub accuracy: f64,
+    /// Mean macro-F1.
+    pub macro_f1: f64,
+    /// Mean macro recall.
+    pub macro_recall: f64,
+    /// Mean favor/against F1 (P-Stance's official metric), when the labels have both.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub favor_against_f1: Option<f64>,
+}
+
+impl PerTargetReport {
+    /// Averages `groups` (target, report) per head, over the targets whose rows label it.
+    ///
+    /// ```
+    /// use standpoint::metrics::{ConfusionMatrix, EvalReport, HeadReport, PerTargetReport};
+    ///
+    /// let labels = vec!["against".to_string(), "favor".to_string()];
+    /// let report = |gold, predicted| {
+    ///     let mut confusion = ConfusionMatrix::new(labels.clone());
+    ///     confusion.add(gold, predicted).unwrap();
+    ///     EvalReport { heads: vec![HeadReport::new("stance", confusion)] }
+    /// };
+    /// let summary = PerTargetReport::new(vec![("Biden".into(), report(0, 0)), ("Trump".into(), report(0, 1))]);
+    /// assert_eq!(summary.mean[0].targets, 2);
+    /// assert_eq!(summary.mean[0].accuracy, 0.5);
+    /// ```
+    pub fn new(groups: Vec<(String, EvalReport)>) -> Self {
+        let mut heads: Vec<String> = Vec::new();
+        for (_, report) in &groups {
+            for head in &report.heads {
+                if head.examples > 0 && !heads.contains(&head.head) {
+                    heads.push(head.head.clone());
+                }
+            }
+        }
+        let mean = heads
+            .into_iter()
+            .map(|name| {
+                let of_head: Vec<(String, HeadReport)> = groups
+                    .iter()
+                    .filter_map(|(target, report)| {
+                        report
+                            .head(&name)
+                            .filter(|h| h.examples > 0)
+                            .map(|h| (target.clone(), h.clone()))
+                    })
+                    .collect();
+                let get = |metric| mean_over_groups(&of_head, metric).unwrap_or(0.0);
+                TargetMeans {
+                    targets: of_head.len(),
+                    accuracy: get("accuracy"),
+                    macro_f1: get("macro_f1"),
+                    macro_recall: get("macro_recall"),
+                    favor_against_f1: mean_over_groups(&of_head, "favor_against_f1"),
+                    head: name,
+                }
+            })
+            .collect();
+        PerTargetReport {
+            targets: groups
+                .into_iter()
+                .map(|(target, report)| TargetReport { target, report })
+                .collect(),
+            mean,
+        }
+    }
+
+    /// A head's metric averaged over targets, by key `"head.metric"` (e.g.
+    /// `"stance.favor_against_f1"`); `None` if unknown or absent.
+    pub fn metric(&self, key: &str) -> Option<f64> {
+        let (head, metric) = key.rsplit_once('.')?;
+        let m = self.mean.iter().find(|m| m.head == head)?;
+        match metric {
+            "accuracy" => Some(m.accuracy),
+            "macro_f1" => Some(m.macro_f1),
+            "macro_recall" => Some(m.macro_recall),
+            "favor_against_f1" => m.favor_against_f1,
+            _ => None,
+        }
+    }
+
+    /// One line per head with its metrics averaged over targets, as percentages.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for m in &self.mean {
+            out.push_str(&format!(
+                "{} mean over {} targets: accuracy {:.1}, macro-F1 {:.1}, macro recall {:.1}",
+                m.head,
+                m.targets,
+                100.0 * m.accuracy,
+                100.0 * m.macro_f1,
+                100.0 * m.macro_recall
+            ));
+            if let Some(f) = m.favor_against_f1 {
+                out.push_str(&format!(", favor/against F1 {:.1}", 100.0 * f));
+            }
+            out.push('\n');
+        }
+        out
+    }
 }
 
 /// `numerator / denominator`, or 0 when the denominator is 0 (scikit-learn's `zero_division=0`).

@@ -13,7 +13,12 @@ use standpoint::train::{StepInfo, TrainObserver};
 pub struct TrainProgress {
     bar: ProgressBar,
     drawn: bool,
+    /// When the last plain progress line was written (logs get one every 30 s).
+    last_line: std::time::Instant,
 }
+
+/// How often a log (stderr not a terminal) gets a progress line.
+const LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl TrainProgress {
     pub fn new() -> Self {
@@ -31,7 +36,11 @@ impl TrainProgress {
             .expect("valid template")
             .progress_chars("=> "),
         );
-        TrainProgress { bar, drawn }
+        TrainProgress {
+            bar,
+            drawn,
+            last_line: std::time::Instant::now(),
+        }
     }
 
     pub fn finish(&self) {
@@ -57,10 +66,16 @@ impl TrainObserver for TrainProgress {
 
     fn step(&mut self, info: &StepInfo) {
         self.bar.set_position(info.step as u64);
-        self.bar.set_message(format!(
+        let message = format!(
             "epoch {} loss {:.4} lr {:.2e} {:.1} ex/s",
             info.epoch, info.loss, info.learning_rate, info.examples_per_second
-        ));
+        );
+        if !self.drawn && self.last_line.elapsed() >= LOG_EVERY {
+            self.last_line = std::time::Instant::now();
+            let total = self.bar.length().unwrap_or(0);
+            eprintln!("step {}/{total} {message}", info.step);
+        }
+        self.bar.set_message(message);
     }
 
     fn epoch(&mut self, record: &EpochRecord) {

@@ -16,8 +16,7 @@ fn set(actors: &[(&str, &[&str])]) -> ActorSet {
 }
 
 fn example() -> ActorSet {
-    ActorSet::from_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join("data/examples/actors.json"))
-        .unwrap()
+    ActorSet::from_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join("data/actors.json")).unwrap()
 }
 
 /// Every mention as (actor name, text), after checking the offsets.

@@ -55,7 +55,11 @@ fn chars(text: &str, start: &serde_json::Value, end: &serde_json::Value) -> Stri
 fn example_article_gives_one_row_per_sentence_and_actor() {
     let (_tmp, model) = two_head_model();
     let article = example("nato-russia-dialogue.txt");
-    let actors_file = example("actors.json");
+    let actors_file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("data/actors.json")
+        .to_str()
+        .unwrap()
+        .to_string();
     let out = label(&model, &[&article, "--actors-file", &actors_file]);
     assert!(
         out.status.success(),

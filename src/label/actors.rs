@@ -312,7 +312,7 @@ impl ActorSet {
     /// let error = ActorSet::from_file(&path).unwrap_err().to_string();
     /// assert!(error.ends_with("actors.txt:1: actor \"NATO\": alias 2 is empty"), "{error}");
     ///
-    /// let actors = ActorSet::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/data/examples/actors.json").as_ref())?;
+    /// let actors = ActorSet::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/data/actors.json").as_ref())?;
     /// assert_eq!(actors.actors()[0].name, "NATO");
     /// # Ok(()) }
     /// ```

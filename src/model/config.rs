@@ -168,6 +168,10 @@ pub struct HeadSpec {
     /// `*ForSequenceClassification` head, whose tensors keep their Hugging Face names.
     #[serde(default)]
     pub tensor_prefix: String,
+    /// Softmax temperature fitted on dev data (`standpoint export --calibrate`), so that
+    /// probabilities match observed accuracy; `None` means 1. Labels do not change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
 }
 
 impl HeadSpec {
@@ -179,6 +183,7 @@ impl HeadSpec {
             input,
             pooling,
             tensor_prefix: format!("heads.{name}."),
+            temperature: None,
         }
     }
 }
@@ -326,6 +331,18 @@ fn validate_heads(heads: &[HeadSpec], path: &Path) -> Result<()> {
                 path,
                 "standpoint.heads",
                 format!("head {:?} appears twice", head.name),
+            ));
+        }
+        if let Some(t) = head.temperature
+            && !(t.is_finite() && t > 0.0)
+        {
+            return Err(Error::config(
+                path,
+                "standpoint.heads",
+                format!(
+                    "head {:?} has temperature {t}; it must be positive and finite",
+                    head.name
+                ),
             ));
         }
         if head.labels.len() < 2 {
@@ -575,6 +592,7 @@ impl Keys<'_> {
             input: HeadInput::Auto,
             pooling,
             tensor_prefix: String::new(),
+            temperature: None,
         }))
     }
 }

@@ -115,7 +115,13 @@ impl Head {
     }
 }
 
-/// Softmax over labels, in f32 whatever the compute dtype.
-pub fn probabilities(logits: &Tensor) -> Result<Tensor> {
-    candle_nn::ops::softmax(&logits.to_dtype(candle_core::DType::F32)?, D::Minus1)
+/// Softmax over labels of `logits / temperature` (the head's fitted temperature, if
+/// any), in f32 whatever the compute dtype.
+pub fn probabilities(logits: &Tensor, temperature: Option<f64>) -> Result<Tensor> {
+    let logits = logits.to_dtype(candle_core::DType::F32)?;
+    let logits = match temperature {
+        Some(t) => (logits / t)?,
+        None => logits,
+    };
+    candle_nn::ops::softmax(&logits, D::Minus1)
 }

@@ -7,6 +7,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::data::{DataSource, LabelledExample};
+use crate::calibration;
 use crate::error::{Error, Result};
 use crate::metrics::{ConfusionMatrix, EvalReport, HeadReport};
 use crate::model::{HeadSpec, Model, Reading};
@@ -205,19 +206,25 @@ pub fn batch_input(
     Ok(pad_batch(&encoded, pad_id, device)?)
 }
 
-/// Accuracy, F1 and confusion per head over `items`, predicting in eval mode.
-/// Only heads with at least one labelled item are reported.
-pub fn evaluate(
+/// The logits of one head on the items that label it, with their gold labels.
+#[derive(Debug, Clone, Default)]
+pub struct HeadLogits {
+    /// One row of logits per labelled item.
+    pub logits: Vec<Vec<f32>>,
+    /// The gold label index of each row.
+    pub gold: Vec<u32>,
+}
+
+/// Runs the model in eval mode over `items` (sorted by length, `batch_size` at a time)
+/// and collects, per model head, the logits of the items labelled for it.
+pub fn head_logits(
     model: &Model,
     items: &[Item],
     batch_size: usize,
     device: &Device,
-) -> Result<EvalReport> {
+) -> Result<Vec<HeadLogits>> {
     let heads = &model.config().heads;
-    let mut matrices: Vec<ConfusionMatrix> = heads
-        .iter()
-        .map(|h| ConfusionMatrix::new(h.labels.clone()))
-        .collect();
+    let mut out = vec![HeadLogits::default(); heads.len()];
     let mut order: Vec<usize> = (0..items.len()).collect();
     order.sort_by_key(|&i| items[i].encoded.len());
     let pad = model.config().encoder.pad_token_id;
@@ -231,24 +238,51 @@ pub fn evaluate(
         let input = batch_input(items, batch, pad, device)?;
         let output = model.forward_t(&input, &needed, false)?;
         for (head, logits) in output.logits {
-            let predicted: Vec<u32> = logits.argmax(candle_core::D::Minus1)?.to_vec1()?;
-            for (&i, &p) in batch.iter().zip(&predicted) {
+            let rows: Vec<Vec<f32>> = logits.to_dtype(candle_core::DType::F32)?.to_vec2()?;
+            for (&i, row) in batch.iter().zip(rows) {
                 if let Some(gold) = items[i].labels[head] {
-                    matrices[head]
-                        .add(gold as usize, p as usize)
-                        .map_err(|e| Error::Training(e.to_string()))?;
+                    out[head].logits.push(row);
+                    out[head].gold.push(gold);
                 }
             }
         }
     }
-    Ok(EvalReport {
-        heads: heads
-            .iter()
-            .zip(matrices)
-            .filter(|(_, m)| m.total() > 0)
-            .map(|(h, m)| HeadReport::new(&h.name, m))
-            .collect(),
-    })
+    Ok(out)
+}
+
+/// Accuracy, F1, confusion and calibration (ECE, log loss, with each head's temperature)
+/// per head over `items`, predicting in eval mode. Only heads with at least one labelled
+/// item are reported.
+pub fn evaluate(
+    model: &Model,
+    items: &[Item],
+    batch_size: usize,
+    device: &Device,
+) -> Result<EvalReport> {
+    let heads = &model.config().heads;
+    let collected = head_logits(model, items, batch_size, device)?;
+    let mut reports = Vec::new();
+    for (spec, head) in heads.iter().zip(collected) {
+        if head.gold.is_empty() {
+            continue;
+        }
+        let mut confusion = ConfusionMatrix::new(spec.labels.clone());
+        for (row, &gold) in head.logits.iter().zip(&head.gold) {
+            confusion
+                .add(gold as usize, calibration::argmax(row))
+                .map_err(|e| Error::Training(e.to_string()))?;
+        }
+        let t = spec.temperature.unwrap_or(1.0);
+        let mut report = HeadReport::new(&spec.name, confusion);
+        report.ece = Some(calibration::expected_calibration_error(
+            &head.logits,
+            &head.gold,
+            t,
+        ));
+        report.log_loss = Some(calibration::log_loss(&head.logits, &head.gold, t));
+        reports.push(report);
+    }
+    Ok(EvalReport { heads: reports })
 }
 
 /// Labels per head as a `(batch,)` slice for the loss.

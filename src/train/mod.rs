@@ -21,7 +21,6 @@ use serde::{Deserialize, Serialize};
 use crate::classify::parse_device;
 use crate::error::{Error, Result};
 use crate::hub::{self, ResolveOptions};
-use crate::metrics::EvalReport;
 use crate::model::config::config_path;
 use crate::model::weights::{self, weights_path};
 use crate::model::{HeadInput, HeadPooling, HeadSpec, Model, ModelConfig, ops};
@@ -717,7 +716,7 @@ fn dropout_seed(seed: u64, epoch: usize, index: usize) -> u64 {
 }
 
 /// Writes an evaluation report as pretty JSON, atomically.
-pub fn write_report(path: &Path, report: &EvalReport) -> Result<()> {
+pub fn write_report<T: serde::Serialize>(path: &Path, report: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(report).expect("plain JSON serialises");
     write_atomic(path, text.as_bytes())
 }

@@ -1,0 +1,260 @@
+#!/usr/bin/env python3
+"""Convert the public stance and sentiment datasets into standpoint's labelled JSONL.
+
+    python3 scripts/convert_data.py SOURCE_DIR OUT_DIR
+
+SOURCE_DIR holds each dataset in its original repository layout (what
+`scripts/fetch-data.sh` downloads). OUT_DIR receives `<dataset>-train.jsonl` and
+`<dataset>-dev.jsonl` files, one JSON object per line:
+
+    {"text": ..., "target": ..., "stance": "against|neutral|favor", "dataset": ...}
+    {"text": ..., "sentiment": "negative|neutral|positive", "dataset": ...}
+    {"text": ..., "relation": "hostile|neutral|cooperative", "dataset": ...}
+
+Datasets whose folder is missing are skipped with a message. Dev splits are carved
+deterministically (hash of the post or sentence) where a dataset has none. Standard
+library only, so it runs anywhere Python 3.8+ does.
+"""
+
+import csv
+import hashlib
+import json
+import re
+import sys
+from pathlib import Path
+
+STANCE = {"against", "neutral", "favor"}
+
+
+def carve_dev(key, percent):
+    """True for about `percent`% of keys, the same keys on every run and machine."""
+    digest = hashlib.sha256(key.encode("utf-8")).digest()
+    return int.from_bytes(digest[:4], "big") % 100 < percent
+
+
+def clean(text):
+    return " ".join(text.split())
+
+
+def write(out_dir, name, rows):
+    path = out_dir / f"{name}.jsonl"
+    tmp = path.with_suffix(".jsonl.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    print(f"  {path.name}: {len(rows)} rows", file=sys.stderr)
+
+
+def stance_row(dataset, text, target, stance, **extra):
+    assert stance in STANCE, stance
+    return {"text": clean(text), "target": clean(target), "stance": stance, "dataset": dataset, **extra}
+
+
+# NewsMTSC: sentiment toward a person mention -> stance toward that person.
+def newsmtsc(src):
+    root = src / "newsmtsc/NewsSentiment"
+    polarity = {2.0: "against", 4.0: "neutral", 6.0: "favor"}
+
+    def read(path):
+        rows = []
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                doc = json.loads(line)
+                for t in doc["targets"]:
+                    rows.append(stance_row("newsmtsc", doc["sentence_normalized"], t["mention"], polarity[float(t["polarity"])]))
+        return rows
+
+    out = {"newsmtsc-train": read(root / "controller_data/datasets/NewsMTSC-dataset/train.jsonl")}
+    for variant in ("rw", "mt"):
+        out[f"newsmtsc-{variant}-dev"] = read(root / f"experiments/default/datasets/newsmtsc-{variant}/dev.jsonl")
+    return out
+
+
+# TweetEval stance: five SemEval-2016 Task 6 targets, named as in the original task.
+TWEETEVAL_TARGETS = {
+    "abortion": "Legalization of Abortion",
+    "atheism": "Atheism",
+    "climate": "Climate Change is a Real Concern",
+    "feminist": "Feminist Movement",
+    "hillary": "Hillary Clinton",
+}
+
+
+def tweeteval_stance(src):
+    root = src / "tweeteval/datasets/stance"
+    labels = {"0": "neutral", "1": "against", "2": "favor"}
+    out = {}
+    for split, name in (("train", "train"), ("val", "dev")):
+        rows = []
+        for folder, target in TWEETEVAL_TARGETS.items():
+            texts = (root / folder / f"{split}_text.txt").read_text(encoding="utf-8").splitlines()
+            golds = (root / folder / f"{split}_labels.txt").read_text(encoding="utf-8").split()
+            if len(texts) != len(golds):
+                raise SystemExit(f"{root / folder}: {split} has {len(texts)} texts but {len(golds)} labels")
+            rows += [stance_row("tweeteval-stance", t, target, labels[g]) for t, g in zip(texts, golds)]
+        out[f"tweeteval-stance-{name}"] = rows
+    return out
+
+
+# VAST: NYT comments toward free-text topics. No dev split here: carve 10% by post.
+def vast(src):
+    labels = {"0": "against", "1": "favor", "2": "neutral"}
+    train, dev = [], []
+    with open(src / "vast/data/VAST/vast_train.csv", encoding="utf-8", newline="") as f:
+        for r in csv.DictReader(f):
+            row = stance_row("vast", r["post"], r["topic_str"], labels[r["label"]])
+            (dev if carve_dev(r["post"], 10) else train).append(row)
+    return {"vast-train": train, "vast-dev": dev}
+
+
+# P-Stance: favor/against toward Trump, Biden, Sanders (no neutral class).
+def pstance(src):
+    root = src / "pstance/data/pstance"
+    out = {}
+    for split, name in (("train", "train"), ("val", "dev")):
+        rows = []
+        for who in ("trump", "biden", "bernie"):
+            with open(root / f"raw_{split}_{who}.csv", encoding="utf-8", newline="") as f:
+                for r in csv.DictReader(f):
+                    rows.append(stance_row("pstance", r["Tweet"], r["Target"], r["Stance"].strip().lower()))
+        out[f"pstance-{name}"] = rows
+    return out
+
+
+# RUW: one tweet, stance toward Russia and toward Ukraine (cp1252-encoded CSV).
+def ruw(src):
+    labels = {"AGAINST": "against", "FAVOR": "favor", "NONE": "neutral"}
+    out = {}
+    for split, name in (("train", "train"), ("val", "dev")):
+        rows = []
+        with open(src / f"ruw/raw_{split}_Russia_Ukraine.csv", encoding="cp1252", errors="replace", newline="") as f:
+            for r in csv.DictReader(f):
+                for i in ("1", "2"):
+                    rows.append(stance_row("ruw", r["Tweet"], r[f"Target {i}"], labels[r[f"Stance {i}"].strip().upper()]))
+        out[f"ruw-{name}"] = rows
+    return out
+
+
+# Directed sentiment: "[e1] ... [e2]" with the direction in the label. The receiver of
+# the sentiment gets the stance; the brackets are removed (the model never sees them).
+def directed_sentiment(src):
+    root = src / "directed_sentiment/dataset"
+    # label -> (receiver index, stance)
+    labels = {"0": (1, "neutral"), "1": (1, "favor"), "2": (0, "favor"), "3": (1, "against"), "4": (0, "against")}
+    bracket = re.compile(r"\[([^\[\]]*)\]")
+
+    def entities(marked):
+        """Plain sentence and the marked spans, widened to whole words (the source cuts some)."""
+        plain, spans, last = [], [], 0
+        for m in bracket.finditer(marked):
+            plain.append(marked[last:m.start()])
+            start = sum(map(len, plain))
+            plain.append(m.group(1))
+            last = m.end()
+            spans.append(start)
+        plain.append(marked[last:])
+        text = "".join(plain)
+        names = []
+        for m, start in zip(bracket.finditer(marked), spans):
+            end = start + len(m.group(1))
+            while end < len(text) and text[end].isalnum():
+                end += 1
+            name = re.sub(r"(['’]s?)$", "", text[start:end]).strip()
+            names.append(name)
+        return text, names
+
+    def read(path):
+        rows = []
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                parts = line.rstrip("\r\n").split("\t")
+                if len(parts) < 4:
+                    continue
+                text, names = entities(parts[0])
+                if len(names) != 2 or not all(names):
+                    continue
+                receiver, stance = labels[parts[3].strip()]
+                rows.append(stance_row("directed-sentiment", text, names[receiver], stance))
+        return rows
+
+    return {"directed-sentiment-train": read(root / "train.txt"), "directed-sentiment-dev": read(root / "valid.txt")}
+
+
+# CAMEO PentaClass event sentences -> a cooperation/conflict head. Label names are
+# inferred from the examples (the source does not document them). Dev: 15% carved.
+def cameo(src):
+    relation = {"0": "neutral", "1": "cooperative", "2": "cooperative", "3": "hostile", "4": "hostile"}
+    train, dev = [], []
+    with open(src / "conflibert_cameo/data/cameo_class/train.tsv", encoding="utf-8", newline="") as f:
+        for line in f:
+            parts = line.rstrip("\r\n").split("\t")
+            if len(parts) != 2:
+                continue
+            row = {"text": clean(parts[0]), "relation": relation[parts[1].strip()], "dataset": "cameo"}
+            (dev if carve_dev(parts[0], 15) else train).append(row)
+    return {"cameo-train": train, "cameo-dev": dev}
+
+
+def normalise_tweet(text):
+    text = re.sub(r"https?://\S+", "", text.lower())
+    text = re.sub(r"@\w+", "@user", text)
+    return " ".join(text.split())
+
+
+# Sentence sentiment: the SemEval 2013-2016 pool minus TweetEval's validation tweets
+# (TweetEval's sentiment dev split, which is the dev set here).
+def sentiment(src):
+    tweeteval = src / "tweeteval/datasets/sentiment"
+    names = {"0": "negative", "1": "neutral", "2": "positive"}
+    texts = (tweeteval / "val_text.txt").read_text(encoding="utf-8").splitlines()
+    golds = (tweeteval / "val_labels.txt").read_text(encoding="utf-8").split()
+    dev = [{"text": clean(t), "sentiment": names[g], "dataset": "tweeteval-sentiment"} for t, g in zip(texts, golds)]
+    held = {normalise_tweet(t) for t in texts}
+
+    train, seen = [], set()
+    pool = src / "semeval2017_task4a/dataset/Subtask_A/downloaded"
+    for path in sorted(pool.glob("*.tsv")):
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                parts = line.rstrip("\r\n").split("\t")
+                if len(parts) < 3 or parts[1] not in ("positive", "neutral", "negative"):
+                    continue
+                key = normalise_tweet(parts[2])
+                if not key or key in held or key in seen:
+                    continue
+                seen.add(key)
+                train.append({"text": clean(parts[2]), "sentiment": parts[1], "dataset": "semeval2017"})
+    return {"sentiment-train": train, "tweeteval-sentiment-dev": dev}
+
+
+CONVERTERS = {
+    "newsmtsc": newsmtsc,
+    "tweeteval": tweeteval_stance,
+    "vast": vast,
+    "pstance": pstance,
+    "ruw": ruw,
+    "directed_sentiment": directed_sentiment,
+    "conflibert_cameo": cameo,
+    "semeval2017_task4a": sentiment,
+}
+
+
+def main():
+    if len(sys.argv) != 3:
+        raise SystemExit(__doc__)
+    src, out = Path(sys.argv[1]), Path(sys.argv[2])
+    out.mkdir(parents=True, exist_ok=True)
+    for folder, convert in CONVERTERS.items():
+        if not (src / folder).is_dir():
+            print(f"{folder}: not found under {src}, skipped", file=sys.stderr)
+            continue
+        print(folder, file=sys.stderr)
+        for name, rows in convert(src).items():
+            write(out, name, rows)
+
+
+if __name__ == "__main__":
+    main()

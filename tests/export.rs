@@ -1,0 +1,242 @@
+//! `standpoint export`: dtype conversion, temperatures, and their errors; `eval --per-target`.
+
+mod common;
+
+use std::process::Command;
+
+use candle_core::DType;
+use common::*;
+use standpoint::export::{export_model, set_temperatures};
+use standpoint::{Error, Query};
+
+fn probabilities(classifier: &standpoint::Classifier) -> Vec<Vec<f32>> {
+    classifier
+        .classify(&[
+            Query::pair("NATO", "NATO has refused practical cooperation."),
+            Query::text("There is an objective need for political dialogue."),
+        ])
+        .unwrap()
+        .iter()
+        .map(|p| {
+            p["classification"]
+                .probabilities
+                .values()
+                .copied()
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn f16_export_halves_the_weights_and_keeps_predictions() {
+    for name in TINY_MODELS {
+        let out = tempfile::tempdir().unwrap();
+        export_model(&fixture(name), out.path(), DType::F16).unwrap();
+        let size = |dir: &std::path::Path| {
+            std::fs::metadata(dir.join("model.safetensors"))
+                .unwrap()
+                .len()
+        };
+        let (before, after) = (size(&fixture(name)), size(out.path()));
+        assert!(after * 10 < before * 6, "{name}: {before} -> {after} bytes");
+        let exported = load(out.path()).unwrap();
+        assert_eq!(exported.info().stored_dtype.as_deref(), Some("f16"));
+        let (want, got) = (
+            probabilities(&load(&fixture(name)).unwrap()),
+            probabilities(&exported),
+        );
+        for (w, g) in want.iter().flatten().zip(got.iter().flatten()) {
+            assert!((w - g).abs() < 2e-3, "{name}: {w} vs {g}");
+        }
+    }
+}
+
+#[test]
+fn export_checks_every_tensor_and_refuses_its_own_folder() {
+    let (_tmp, dir) = copy_fixture("tiny-bert");
+    edit_weights(&dir, |t| {
+        t.remove("bert.encoder.layer.0.attention.self.query.weight");
+    });
+    let out = tempfile::tempdir().unwrap();
+    let err = export_model(&dir, &out.path().join("m"), DType::F16).unwrap_err();
+    assert!(
+        matches!(&err, Error::MissingTensors { names, .. } if names.iter().any(|n| n.contains("layer.0.attention.self.query.weight"))),
+        "{err}"
+    );
+    assert!(!out.path().join("m/model.safetensors").exists());
+    let err = export_model(&fixture("tiny-bert"), &fixture("tiny-bert"), DType::F16).unwrap_err();
+    assert!(err.to_string().contains("must differ"), "{err}");
+    let err = export_model(&fixture("tiny-bert"), &out.path().join("n"), DType::U32).unwrap_err();
+    assert!(err.to_string().contains("not a float dtype"), "{err}");
+}
+
+#[test]
+fn temperature_divides_the_logits_and_keeps_the_labels() {
+    let out = tempfile::tempdir().unwrap();
+    export_model(&fixture("tiny-bert"), out.path(), DType::F32).unwrap();
+    let plain = probabilities(&load(out.path()).unwrap());
+    set_temperatures(out.path(), &[("classification".into(), 0.5)]).unwrap();
+    let sharp = probabilities(&load(out.path()).unwrap());
+    for (p, s) in plain.iter().zip(&sharp) {
+        // softmax(z / 0.5) = p^2 / sum(p^2)
+        let norm: f32 = p.iter().map(|x| x * x).sum();
+        for (x, y) in p.iter().zip(s) {
+            assert!((x * x / norm - y).abs() < 1e-5, "{p:?} -> {s:?}");
+        }
+        let top = |v: &[f32]| standpoint::calibration::argmax(v);
+        assert_eq!(top(p), top(s));
+    }
+    for bad in [0.0, -1.0, f64::NAN] {
+        let err = set_temperatures(out.path(), &[("classification".into(), bad)]).unwrap_err();
+        assert!(err.to_string().contains("positive and finite"), "{err}");
+    }
+    let err = set_temperatures(out.path(), &[("stance".into(), 2.0)]).unwrap_err();
+    assert!(matches!(err, Error::UnknownHead { .. }), "{err}");
+    // A hand-edited bad temperature is caught when loading, naming config.json.
+    edit_config(out.path(), |c| {
+        c["standpoint"]["heads"][0]["temperature"] = serde_json::json!(-2.0);
+    });
+    let err = load(out.path()).unwrap_err();
+    assert!(
+        err.to_string().contains("config.json") && err.to_string().contains("temperature"),
+        "{err}"
+    );
+}
+
+#[test]
+fn cli_export_calibrates_on_dev_data() {
+    let dev = tempfile::tempdir().unwrap();
+    let file = dev.path().join("dev.jsonl");
+    let rows: String = (0..40)
+        .map(|i| {
+            let label = ["against", "neutral", "favor"][i % 3];
+            format!("{{\"text\": \"Statement number {i} about the alliance.\", \"target\": \"NATO\", \"classification\": \"{label}\"}}\n")
+        })
+        .collect();
+    std::fs::write(&file, rows).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let model = out.path().join("model");
+    let run = Command::new(env!("CARGO_BIN_EXE_standpoint"))
+        .args(["export", "--model"])
+        .arg(fixture("tiny-bert"))
+        .arg("--output")
+        .arg(&model)
+        .arg("--calibrate")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("classification: temperature"), "{stderr}");
+    let classifier = load(&model).unwrap();
+    let t = classifier.heads()[0]
+        .temperature
+        .expect("temperature written");
+    // On labels the model cannot predict, the best temperature flattens its probabilities.
+    assert!(t > 1.0, "{t}");
+    let eval = Command::new(env!("CARGO_BIN_EXE_standpoint"))
+        .args(["eval", "--model"])
+        .arg(&model)
+        .arg("--data")
+        .arg(&file)
+        .args([
+            "--metric",
+            "classification.ece",
+            "--metric",
+            "classification.accuracy",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        eval.status.success(),
+        "{}",
+        String::from_utf8_lossy(&eval.stderr)
+    );
+    let stdout = String::from_utf8(eval.stdout).unwrap();
+    assert!(stdout.contains("ECE"), "{stdout}");
+    let last: Vec<&str> = stdout.lines().rev().take(2).collect();
+    assert!(last[1].starts_with("classification.ece 0."), "{stdout}");
+    assert!(
+        last[0].starts_with("classification.accuracy 0."),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn cli_eval_per_target_averages_over_targets() {
+    let dev = tempfile::tempdir().unwrap();
+    let file = dev.path().join("dev.jsonl");
+    let mut rows = String::new();
+    for (target, n) in [("Biden", 5), ("Trump", 9)] {
+        for i in 0..n {
+            let label = ["against", "favor"][i % 2];
+            rows += &format!(
+                "{{\"text\": \"Tweet {i} on {target}.\", \"target\": \"{target}\", \"classification\": \"{label}\"}}\n"
+            );
+        }
+    }
+    std::fs::write(&file, rows).unwrap();
+    let report = dev.path().join("report.json");
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_standpoint"))
+            .args(["eval", "--model"])
+            .arg(fixture("tiny-bert"))
+            .arg("--data")
+            .arg(&file)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        "--per-target",
+        "--metric",
+        "classification.favor_against_f1",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains("== target \"Biden\" ==") && stdout.contains("== target \"Trump\" =="),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("classification mean over 2 targets"),
+        "{stdout}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let per: Vec<f64> = json["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            t["report"]["heads"][0]["favor_against_f1"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect();
+    let mean = json["mean"][0]["favor_against_f1"].as_f64().unwrap();
+    assert!((mean - (per[0] + per[1]) / 2.0).abs() < 1e-12);
+    let printed: f64 = stdout
+        .lines()
+        .last()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((printed - mean).abs() < 1e-6);
+    let bad = run(&["--metric", "classification.bleu"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no such metric"));
+}
