@@ -24,7 +24,9 @@ score "TweetEval stance (5 targets pooled)" tweeteval-stance-dev.jsonl stance.fa
 score "TweetEval sentiment" tweeteval-sentiment-dev.jsonl sentiment.macro_recall
 score "NewsMTSC rw" newsmtsc-rw-dev.jsonl stance.macro_f1
 score "NewsMTSC mt" newsmtsc-mt-dev.jsonl stance.macro_f1
-score "P-Stance (per-target mean)" pstance-dev.jsonl stance.favor_against_f1 --per-target
+score "P-Stance (per-target mean, two-way reading)" pstance-dev.jsonl stance.favor_against_f1 --per-target \
+  --only-labels stance=against,favor
+score "P-Stance (per-target mean, three-way)" pstance-dev.jsonl stance.favor_against_f1 --per-target
 score "VAST (carved dev, by post)" vast-dev.jsonl stance.macro_f1
 score "RUW (Russia and Ukraine)" ruw-dev.jsonl stance.macro_f1
 score "Directed sentiment (receiver)" directed-sentiment-dev.jsonl stance.macro_f1

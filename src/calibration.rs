@@ -129,18 +129,33 @@ mod tests {
 
     #[test]
     fn fitted_temperature_is_at_the_loss_minimum() {
-        let logits: Vec<Vec<f32>> = (0..50)
-            .map(|i| vec![(i % 7) as f32, 3.0 - (i % 5) as f32, 1.0])
+        // Overconfident: the top logit is right in 7 of 10 rows, with a margin of 5-8.
+        let logits: Vec<Vec<f32>> = (0..60)
+            .map(|i| {
+                let mut row = vec![0.0f32; 3];
+                row[i % 3] = 5.0 + (i % 4) as f32;
+                row
+            })
             .collect();
-        let gold: Vec<u32> = (0..50).map(|i| (i % 3) as u32).collect();
+        let gold: Vec<u32> = (0..60)
+            .map(|i| {
+                if i % 10 < 7 {
+                    (i % 3) as u32
+                } else {
+                    ((i + 1) % 3) as u32
+                }
+            })
+            .collect();
         let t = fit_temperature(&logits, &gold);
+        assert!(t > 1.5 && t < 19.0, "{t}");
         let at = log_loss(&logits, &gold, t);
-        for other in [t * 0.9, t * 1.1, 1.0] {
-            assert!(
-                at <= log_loss(&logits, &gold, other) + 1e-12,
-                "t {t} other {other}"
-            );
+        for other in [t * 0.95, t * 1.05, 1.0] {
+            assert!(at <= log_loss(&logits, &gold, other), "t {t} other {other}");
         }
+        assert!(
+            expected_calibration_error(&logits, &gold, t)
+                < expected_calibration_error(&logits, &gold, 1.0)
+        );
     }
 
     #[test]

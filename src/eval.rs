@@ -9,7 +9,7 @@ use crate::calibration::{expected_calibration_error, fit_temperature, log_loss};
 use crate::train::data::{
     DataSource, FieldMap, HeadLabels, LabelSchema, LabelledExample, encode_labels, read_sources,
 };
-use crate::train::items::{Item, build_items, evaluate, head_logits};
+use crate::train::items::{Item, build_items, head_logits, report_from_logits};
 
 /// Which fields of the data hold what; each head's labels are read from the field named
 /// like the head unless `head_fields` maps it elsewhere.
@@ -21,6 +21,10 @@ pub struct EvalFields {
     pub target: String,
     /// `(head, field)` overrides.
     pub head_fields: Vec<(String, String)>,
+    /// `(head, labels)`: predict only among these labels of the head, for data labelled
+    /// with a subset of them (P-Stance has no `neutral`, so a two-way reading of a
+    /// three-way head is the fair comparison with two-way models).
+    pub only_labels: Vec<(String, Vec<String>)>,
 }
 
 impl Default for EvalFields {
@@ -29,6 +33,7 @@ impl Default for EvalFields {
             text: "text".into(),
             target: "target".into(),
             head_fields: Vec::new(),
+            only_labels: Vec::new(),
         }
     }
 }
@@ -56,7 +61,7 @@ pub fn evaluate_files(
     fields: &EvalFields,
 ) -> Result<EvalReport> {
     let (labelled, sources) = read_labelled(classifier, files, fields)?;
-    score(classifier, &labelled, &sources)
+    score(classifier, &labelled, &sources, fields)
 }
 
 /// One report per target (rows without a target are grouped under `""`), sorted by
@@ -97,7 +102,7 @@ pub fn evaluate_files_per_target(
     }
     groups
         .into_iter()
-        .map(|(target, examples)| Ok((target, score(classifier, &examples, &sources)?)))
+        .map(|(target, examples)| Ok((target, score(classifier, &examples, &sources, fields)?)))
         .collect()
 }
 
@@ -224,14 +229,47 @@ fn score(
     classifier: &Classifier,
     labelled: &[LabelledExample],
     sources: &[DataSource],
+    fields: &EvalFields,
 ) -> Result<EvalReport> {
     let items = items_of(classifier, labelled, sources)?;
-    evaluate(
+    let mut collected = head_logits(
         classifier.model(),
         &items,
         classifier.batch_size(),
         classifier.device(),
-    )
+    )?;
+    let heads = classifier.heads();
+    for (name, labels) in &fields.only_labels {
+        let (index, spec) = heads
+            .iter()
+            .enumerate()
+            .find(|(_, h)| &h.name == name)
+            .ok_or_else(|| Error::UnknownHead {
+                name: name.clone(),
+                available: heads.iter().map(|h| h.name.clone()).collect(),
+            })?;
+        let mut allowed = vec![false; spec.labels.len()];
+        for label in labels {
+            let i = spec.labels.iter().position(|l| l == label).ok_or_else(|| {
+                Error::InvalidOption {
+                    option: "only_labels",
+                    reason: format!(
+                        "head {name:?} has no label {label:?} (labels: {})",
+                        spec.labels.join(", ")
+                    ),
+                }
+            })?;
+            allowed[i] = true;
+        }
+        for row in &mut collected[index].logits {
+            for (value, &keep) in row.iter_mut().zip(&allowed) {
+                if !keep {
+                    *value = f32::NEG_INFINITY;
+                }
+            }
+        }
+    }
+    report_from_logits(heads, &collected)
 }
 
 /// One item per encoding a labelled head reads.

@@ -241,6 +241,10 @@ struct EvalArgs {
     /// official metric is the per-target favor/against F1, averaged).
     #[arg(long)]
     per_target: bool,
+    /// Predict only among these labels of a head, HEAD=LABEL,LABEL (e.g.
+    /// stance=against,favor for two-way data); repeatable.
+    #[arg(long = "only-labels", value_name = "HEAD=LABELS")]
+    only_labels: Vec<String>,
     /// Also print this metric as a last line `HEAD.METRIC VALUE` (e.g.
     /// stance.favor_against_f1, sentiment.macro_recall); repeatable.
     #[arg(long = "metric", value_name = "HEAD.METRIC")]
@@ -640,10 +644,27 @@ fn eval(args: &EvalArgs) -> Result<()> {
                 .ok_or_else(|| anyhow::anyhow!("--label-field expects HEAD=FIELD, got {spec:?}"))
         })
         .collect::<Result<Vec<_>>>()?;
+    let only_labels = args
+        .only_labels
+        .iter()
+        .map(|spec| {
+            spec.split_once('=')
+                .map(|(h, l)| {
+                    (
+                        h.to_string(),
+                        l.split(',').map(|x| x.trim().to_string()).collect(),
+                    )
+                })
+                .ok_or_else(|| {
+                    anyhow::anyhow!("--only-labels expects HEAD=LABEL,LABEL, got {spec:?}")
+                })
+        })
+        .collect::<Result<Vec<_>>>()?;
     let fields = EvalFields {
         text: args.text_field.clone(),
         target: args.target_field.clone(),
         head_fields,
+        only_labels,
     };
     if args.per_target {
         let groups = evaluate_files_per_target(&classifier, &args.data, &fields)?;

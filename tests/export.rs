@@ -240,3 +240,63 @@ fn cli_eval_per_target_averages_over_targets() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("no such metric"));
 }
+
+#[test]
+fn cli_eval_only_labels_never_predicts_the_others() {
+    let dev = tempfile::tempdir().unwrap();
+    let file = dev.path().join("dev.jsonl");
+    let rows: String = (0..12)
+        .map(|i| {
+            let label = ["against", "favor"][i % 2];
+            format!("{{\"text\": \"Remark {i} on the alliance.\", \"target\": \"NATO\", \"classification\": \"{label}\"}}\n")
+        })
+        .collect();
+    std::fs::write(&file, rows).unwrap();
+    let report = dev.path().join("report.json");
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_standpoint"))
+            .args(["eval", "--model"])
+            .arg(fixture("tiny-bert"))
+            .arg("--data")
+            .arg(&file)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        "--only-labels",
+        "classification=against,favor",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let confusion = &json["heads"][0]["confusion"];
+    let labels: Vec<&str> = confusion["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    let neutral = labels.iter().position(|&l| l == "neutral").unwrap();
+    let counts = confusion["counts"].as_array().unwrap();
+    let predicted_neutral: u64 = counts
+        .iter()
+        .map(|row| row[neutral].as_u64().unwrap())
+        .sum();
+    assert_eq!(predicted_neutral, 0, "{confusion}");
+    let total: u64 = counts
+        .iter()
+        .flat_map(|r| r.as_array().unwrap())
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 12);
+    let bad = run(&["--only-labels", "classification=against,maybe"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no label \"maybe\""));
+}

@@ -259,8 +259,12 @@ pub fn evaluate(
     batch_size: usize,
     device: &Device,
 ) -> Result<EvalReport> {
-    let heads = &model.config().heads;
     let collected = head_logits(model, items, batch_size, device)?;
+    report_from_logits(&model.config().heads, &collected)
+}
+
+/// The [`evaluate`] report from logits already collected by [`head_logits`].
+pub fn report_from_logits(heads: &[HeadSpec], collected: &[HeadLogits]) -> Result<EvalReport> {
     let mut reports = Vec::new();
     for (spec, head) in heads.iter().zip(collected) {
         if head.gold.is_empty() {

@@ -1,0 +1,145 @@
+//! The shipped default model (`models/default/`): it loads without a path, reads the
+//! hand-written clear-cut sentences right, and is what the CLI uses without `--model`.
+
+use std::process::Command;
+
+use standpoint::eval::{EvalFields, evaluate_files};
+use standpoint::{Classifier, ClassifierOptions, Query, default_model_dir};
+
+const CLEAR_CUT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/clear-cut.jsonl"
+);
+
+fn classifier() -> Classifier {
+    Classifier::load_default(&ClassifierOptions::default()).expect("models/default loads")
+}
+
+#[test]
+fn default_model_is_small_f16_with_the_documented_heads() {
+    let dir = default_model_dir();
+    let size = std::fs::metadata(dir.join("model.safetensors"))
+        .unwrap()
+        .len();
+    assert!(size < 50 * 1024 * 1024, "model.safetensors is {size} bytes");
+    assert!(dir.join("MODEL_CARD.md").is_file());
+    let classifier = classifier();
+    let info = classifier.info();
+    assert_eq!(info.stored_dtype.as_deref(), Some("f16"));
+    let heads: Vec<(&str, Vec<&str>)> = classifier
+        .heads()
+        .iter()
+        .map(|h| {
+            (
+                h.name.as_str(),
+                h.labels.iter().map(String::as_str).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        heads,
+        [
+            ("stance", vec!["against", "favor", "neutral"]),
+            ("sentiment", vec!["negative", "neutral", "positive"]),
+            ("relation", vec!["cooperative", "hostile", "neutral"]),
+        ]
+    );
+}
+
+#[test]
+fn clear_cut_sentences_are_read_right() {
+    let classifier = classifier();
+    let report = evaluate_files(
+        &classifier,
+        &[CLEAR_CUT.to_string()],
+        &EvalFields::default(),
+    )
+    .expect("fixture evaluates");
+    for head in ["stance", "sentiment"] {
+        let scores = report.head(head).unwrap();
+        assert_eq!(scores.examples, 45, "{head}");
+        assert!(
+            scores.accuracy >= 0.9,
+            "{head}: {:.3} of the clear-cut sentences right\n{}",
+            scores.accuracy,
+            scores.render()
+        );
+    }
+}
+
+#[test]
+fn the_stance_depends_on_the_actor() {
+    // One sentence, two actors: praise for one, blame on the other.
+    let classifier = classifier();
+    let text = "Ukraine's defenders are heroes, while Russia's invasion is a monstrous crime.";
+    let out = classifier
+        .classify(&[Query::pair("Ukraine", text), Query::pair("Russia", text)])
+        .unwrap();
+    assert_eq!(out[0]["stance"].label, "favor", "{:?}", out[0]["stance"]);
+    assert_eq!(out[1]["stance"].label, "against", "{:?}", out[1]["stance"]);
+}
+
+#[test]
+fn cli_labels_the_examples_offline_without_model_flag() {
+    let out = Command::new(env!("CARGO_BIN_EXE_standpoint"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "label",
+            "data/examples/",
+            "--actors-file",
+            "data/actors.json",
+            "--offline",
+        ])
+        .env_remove("STANDPOINT_MODEL")
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(rows.len() >= 5, "{} rows", rows.len());
+    for row in &rows {
+        assert_eq!(row["model"], "standpoint-default@0.1.0", "{row}");
+        assert!(row["sentiment"]["label"].is_string(), "{row}");
+        assert!(row["relation"]["label"].is_string(), "{row}");
+        // Stance exists exactly where an actor is mentioned.
+        assert_eq!(
+            row["actor"].is_string(),
+            row["stance"]["label"].is_string(),
+            "{row}"
+        );
+    }
+    // "NATO has refused practical cooperation with us on every track," read toward NATO.
+    let refused = rows
+        .iter()
+        .find(|r| {
+            r["actor"] == "NATO"
+                && r["sentence"]
+                    .as_str()
+                    .unwrap()
+                    .contains("has refused practical cooperation")
+        })
+        .expect("the NATO refusal sentence is labelled");
+    assert_eq!(refused["stance"]["label"], "against", "{refused}");
+}
+
+#[test]
+fn a_missing_default_model_names_the_folder_and_the_override() {
+    let empty = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_standpoint"))
+        .args(["classify", "NATO refused."])
+        .env("STANDPOINT_MODEL", empty.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("config.json"), "{stderr}");
+    assert!(stderr.contains("STANDPOINT_MODEL"), "{stderr}");
+}
