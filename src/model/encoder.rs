@@ -187,7 +187,7 @@ impl Layer {
         let attended = ops::dropout(&attended, self.config.hidden_dropout, train)?;
         let x = self.attention_norm.forward(&(attended + x)?)?;
 
-        let inner = ops::activation(&self.ffn_in.forward(&x)?, self.config.activation)?;
+        let inner = ops::activation(&self.ffn_in.forward(&x)?, self.config.activation, train)?;
         let out = ops::dropout(
             &self.ffn_out.forward(&inner)?,
             self.config.hidden_dropout,
