@@ -111,6 +111,63 @@ impl candle_core::CustomOp1 for GeluErf {
     }
 }
 
+/// Softmax over the last dimension: one parallel pass per row for contiguous f32 CPU
+/// tensors (candle-nn's `softmax` takes five passes and allocations; its fused
+/// `softmax_last_dim` has no backward), with the backward `y ⊙ (g − Σ g⊙y)`.
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    if x.dtype() == DType::F32 && x.device().is_cpu() {
+        x.contiguous()?.apply_op1(SoftmaxLastDim)
+    } else {
+        candle_nn::ops::softmax(x, D::Minus1)
+    }
+}
+
+/// The kernel of [`softmax_last_dim`].
+#[derive(Debug, Clone, Copy)]
+struct SoftmaxLastDim;
+
+impl candle_core::CustomOp1 for SoftmaxLastDim {
+    fn name(&self) -> &'static str {
+        "softmax-last-dim-parallel"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use rayon::prelude::*;
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("softmax-last-dim-parallel needs a contiguous tensor");
+        };
+        let width = layout.dims().last().copied().unwrap_or(1).max(1);
+        let input = &storage.as_slice::<f32>()?[start..end];
+        let mut out = vec![0f32; input.len()];
+        // Rows per task: about GELU_CHUNK elements of work.
+        let rows = (GELU_CHUNK / width).max(1);
+        out.par_chunks_mut(rows * width)
+            .zip(input.par_chunks(rows * width))
+            .for_each(|(o, i)| {
+                for (o, i) in o.chunks_mut(width).zip(i.chunks(width)) {
+                    let max = i.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                    let mut sum = 0f32;
+                    for (o, &v) in o.iter_mut().zip(i) {
+                        *o = (v - max).exp();
+                        sum += *o;
+                    }
+                    let inv = 1.0 / sum;
+                    o.iter_mut().for_each(|o| *o *= inv);
+                }
+            });
+        Ok((candle_core::CpuStorage::F32(out), layout.shape().clone()))
+    }
+
+    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        let dot = (grad_res * res)?.sum_keepdim(D::Minus1)?;
+        Ok(Some((grad_res.broadcast_sub(&dot)? * res)?))
+    }
+}
+
 thread_local! {
     /// Dropout masks come from here rather than candle's CPU generator, which cannot be
     /// seeded: training must be reproducible (and resumable) for a given seed.
@@ -178,7 +235,7 @@ pub fn attention(
     let head_dim = q.dim(D::Minus1)?;
     let scores = (q.matmul(&k.t()?)? / (head_dim as f64).sqrt())?;
     let scores = scores.broadcast_add(bias)?;
-    let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+    let probs = softmax_last_dim(&scores)?;
     let probs = dropout(&probs, dropout_p, train)?;
     probs.matmul(v)
 }
@@ -192,7 +249,7 @@ pub fn masked_mean(hidden: &Tensor, mask: &Tensor) -> Result<Tensor> {
 }
 
 #[cfg(test)]
-mod gelu_tests {
+mod kernel_tests {
     use candle_core::{Device, Tensor};
 
     use super::*;
@@ -250,6 +307,43 @@ mod gelu_tests {
         let got = grad(activation(x.as_tensor(), Activation::Gelu, false).unwrap());
         for (w, g) in want.iter().zip(&got) {
             assert!((w - g).abs() <= 1e-5 * w.abs().max(1.0), "{w} vs {g}");
+        }
+    }
+
+    #[test]
+    fn parallel_softmax_matches_candle_forward_and_backward() {
+        // Odd widths, rows beyond one task, large and masked (-1e4) scores.
+        for (rows, width) in [(1usize, 1usize), (3, 7), (97, 13), (5, 4099)] {
+            let values: Vec<f32> = (0..rows * width)
+                .map(|i| {
+                    let v = ((i as f32 * 0.754_877_7).fract() - 0.5) * 40.0;
+                    if i % 11 == 3 { -1.0e4 } else { v }
+                })
+                .collect();
+            let var = candle_core::Var::from_vec(values, (rows, width), &Device::Cpu).unwrap();
+            let x = var.as_tensor();
+            let weights = Tensor::arange(0f32, (rows * width) as f32, &Device::Cpu)
+                .unwrap()
+                .reshape((rows, width))
+                .unwrap()
+                .sin()
+                .unwrap();
+            let run = |y: Tensor| {
+                let values: Vec<f32> = y.flatten_all().unwrap().to_vec1().unwrap();
+                let g = (y * &weights)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                let grad: Vec<f32> = g.get(x).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+                (values, grad)
+            };
+            let (want, want_grad) = run(candle_nn::ops::softmax(x, D::Minus1).unwrap());
+            let (got, got_grad) = run(softmax_last_dim(x).unwrap());
+            for (w, g) in want.iter().zip(&got).chain(want_grad.iter().zip(&got_grad)) {
+                assert!((w - g).abs() <= 1e-6, "{rows}x{width}: {w} vs {g}");
+            }
         }
     }
 
