@@ -27,6 +27,18 @@ fn probabilities(classifier: &standpoint::Classifier) -> Vec<Vec<f32>> {
         .collect()
 }
 
+/// `standpoint eval` of the tiny fixture model on `file`.
+fn eval_tiny(file: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_standpoint"))
+        .args(["eval", "--model"])
+        .arg(fixture("tiny-bert"))
+        .arg("--data")
+        .arg(file)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn f16_export_halves_the_weights_and_keeps_predictions() {
     for name in TINY_MODELS {
@@ -181,16 +193,7 @@ fn cli_eval_per_target_averages_over_targets() {
     }
     std::fs::write(&file, rows).unwrap();
     let report = dev.path().join("report.json");
-    let run = |extra: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_standpoint"))
-            .args(["eval", "--model"])
-            .arg(fixture("tiny-bert"))
-            .arg("--data")
-            .arg(&file)
-            .args(extra)
-            .output()
-            .unwrap()
-    };
+    let run = |extra: &[&str]| eval_tiny(&file, extra);
     let out = run(&[
         "--per-target",
         "--metric",
@@ -253,16 +256,7 @@ fn cli_eval_only_labels_never_predicts_the_others() {
         .collect();
     std::fs::write(&file, rows).unwrap();
     let report = dev.path().join("report.json");
-    let run = |extra: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_standpoint"))
-            .args(["eval", "--model"])
-            .arg(fixture("tiny-bert"))
-            .arg("--data")
-            .arg(&file)
-            .args(extra)
-            .output()
-            .unwrap()
-    };
+    let run = |extra: &[&str]| eval_tiny(&file, extra);
     let out = run(&[
         "--only-labels",
         "classification=against,favor",

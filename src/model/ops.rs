@@ -55,7 +55,29 @@ pub fn activation(x: &Tensor, kind: Activation, train: bool) -> Result<Tensor> {
 pub struct GeluErf;
 
 /// Elements per parallel task: enough work to outweigh scheduling.
-const GELU_CHUNK: usize = 8192;
+const TASK_ELEMENTS: usize = 8192;
+
+/// Applies `kernel(input rows, output rows)` to whole rows of `width` elements of a
+/// contiguous f32 tensor, in parallel tasks of about [`TASK_ELEMENTS`] elements.
+fn map_rows_parallel(
+    op: &str,
+    storage: &candle_core::CpuStorage,
+    layout: &candle_core::Layout,
+    width: usize,
+    kernel: impl Fn(&[f32], &mut [f32]) + Sync,
+) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+    use rayon::prelude::*;
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("{op} needs a contiguous tensor");
+    };
+    let input = &storage.as_slice::<f32>()?[start..end];
+    let mut out = vec![0f32; input.len()];
+    let task = (TASK_ELEMENTS / width).max(1) * width;
+    out.par_chunks_mut(task)
+        .zip(input.par_chunks(task))
+        .for_each(|(o, i)| kernel(i, o));
+    Ok((candle_core::CpuStorage::F32(out), layout.shape().clone()))
+}
 
 /// `x * Φ(x)` with Φ through the A&S 7.1.26 erf approximation.
 #[inline]
@@ -86,20 +108,11 @@ impl candle_core::CustomOp1 for GeluErf {
         storage: &candle_core::CpuStorage,
         layout: &candle_core::Layout,
     ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        use rayon::prelude::*;
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("gelu-erf-parallel needs a contiguous tensor");
-        };
-        let input = &storage.as_slice::<f32>()?[start..end];
-        let mut out = vec![0f32; input.len()];
-        out.par_chunks_mut(GELU_CHUNK)
-            .zip(input.par_chunks(GELU_CHUNK))
-            .for_each(|(o, i)| {
-                for (o, &x) in o.iter_mut().zip(i) {
-                    *o = gelu_erf_scalar(x);
-                }
-            });
-        Ok((candle_core::CpuStorage::F32(out), layout.shape().clone()))
+        map_rows_parallel(self.name(), storage, layout, 1, |input, out| {
+            for (o, &x) in out.iter_mut().zip(input) {
+                *o = gelu_erf_scalar(x);
+            }
+        })
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
@@ -136,30 +149,19 @@ impl candle_core::CustomOp1 for SoftmaxLastDim {
         storage: &candle_core::CpuStorage,
         layout: &candle_core::Layout,
     ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        use rayon::prelude::*;
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("softmax-last-dim-parallel needs a contiguous tensor");
-        };
         let width = layout.dims().last().copied().unwrap_or(1).max(1);
-        let input = &storage.as_slice::<f32>()?[start..end];
-        let mut out = vec![0f32; input.len()];
-        // Rows per task: about GELU_CHUNK elements of work.
-        let rows = (GELU_CHUNK / width).max(1);
-        out.par_chunks_mut(rows * width)
-            .zip(input.par_chunks(rows * width))
-            .for_each(|(o, i)| {
-                for (o, i) in o.chunks_mut(width).zip(i.chunks(width)) {
-                    let max = i.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-                    let mut sum = 0f32;
-                    for (o, &v) in o.iter_mut().zip(i) {
-                        *o = (v - max).exp();
-                        sum += *o;
-                    }
-                    let inv = 1.0 / sum;
-                    o.iter_mut().for_each(|o| *o *= inv);
+        map_rows_parallel(self.name(), storage, layout, width, |input, out| {
+            for (o, i) in out.chunks_mut(width).zip(input.chunks(width)) {
+                let max = i.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                let mut sum = 0f32;
+                for (o, &v) in o.iter_mut().zip(i) {
+                    *o = (v - max).exp();
+                    sum += *o;
                 }
-            });
-        Ok((candle_core::CpuStorage::F32(out), layout.shape().clone()))
+                let inv = 1.0 / sum;
+                o.iter_mut().for_each(|o| *o *= inv);
+            }
+        })
     }
 
     fn bwd(&self, _arg: &Tensor, res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
