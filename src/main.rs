@@ -727,7 +727,9 @@ fn export(args: &ExportArgs) -> Result<()> {
         .iter()
         .map(|h| (h.head.clone(), h.temperature))
         .collect();
-    standpoint::export::set_temperatures(&args.output, &temperatures)?;
+    if !temperatures.is_empty() {
+        standpoint::export::set_temperatures(&args.output, &temperatures)?;
+    }
     eprintln!("wrote {}", args.output.display());
     Ok(())
 }

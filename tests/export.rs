@@ -39,6 +39,22 @@ fn eval_tiny(file: &std::path::Path, extra: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// [`eval_tiny`] that must succeed; its stdout.
+fn eval_tiny_ok(file: &std::path::Path, extra: &[&str]) -> String {
+    let out = eval_tiny(file, extra);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A JSON file written by the CLI.
+fn read_json(path: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
 #[test]
 fn f16_export_halves_the_weights_and_keeps_predictions() {
     for name in TINY_MODELS {
@@ -193,20 +209,16 @@ fn cli_eval_per_target_averages_over_targets() {
     }
     std::fs::write(&file, rows).unwrap();
     let report = dev.path().join("report.json");
-    let run = |extra: &[&str]| eval_tiny(&file, extra);
-    let out = run(&[
-        "--per-target",
-        "--metric",
-        "classification.favor_against_f1",
-        "--report",
-        report.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = eval_tiny_ok(
+        &file,
+        &[
+            "--per-target",
+            "--metric",
+            "classification.favor_against_f1",
+            "--report",
+            report.to_str().unwrap(),
+        ],
     );
-    let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(
         stdout.contains("== target \"Biden\" ==") && stdout.contains("== target \"Trump\" =="),
         "{stdout}"
@@ -215,8 +227,7 @@ fn cli_eval_per_target_averages_over_targets() {
         stdout.contains("classification mean over 2 targets"),
         "{stdout}"
     );
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let json = read_json(&report);
     let per: Vec<f64> = json["targets"]
         .as_array()
         .unwrap()
@@ -239,7 +250,7 @@ fn cli_eval_per_target_averages_over_targets() {
         .parse()
         .unwrap();
     assert!((printed - mean).abs() < 1e-6);
-    let bad = run(&["--metric", "classification.bleu"]);
+    let bad = eval_tiny(&file, &["--metric", "classification.bleu"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("no such metric"));
 }
@@ -256,20 +267,16 @@ fn cli_eval_only_labels_never_predicts_the_others() {
         .collect();
     std::fs::write(&file, rows).unwrap();
     let report = dev.path().join("report.json");
-    let run = |extra: &[&str]| eval_tiny(&file, extra);
-    let out = run(&[
-        "--only-labels",
-        "classification=against,favor",
-        "--report",
-        report.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    eval_tiny_ok(
+        &file,
+        &[
+            "--only-labels",
+            "classification=against,favor",
+            "--report",
+            report.to_str().unwrap(),
+        ],
     );
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let json = read_json(&report);
     let confusion = &json["heads"][0]["confusion"];
     let labels: Vec<&str> = confusion["labels"]
         .as_array()
@@ -290,7 +297,7 @@ fn cli_eval_only_labels_never_predicts_the_others() {
         .map(|v| v.as_u64().unwrap())
         .sum();
     assert_eq!(total, 12);
-    let bad = run(&["--only-labels", "classification=against,maybe"]);
+    let bad = eval_tiny(&file, &["--only-labels", "classification=against,maybe"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("no label \"maybe\""));
 }
