@@ -9,7 +9,7 @@ use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::config::{Architecture, EncoderConfig};
-use super::layers::{LayerNorm, embedding, linear};
+use super::layers::{LayerNorm, Linear, embedding, linear};
 use super::ops;
 
 /// Tensor names of one layer, relative to the layer's prefix.
@@ -144,13 +144,13 @@ impl Embeddings {
 /// Multi-head self-attention, feed-forward, each followed by residual + LayerNorm.
 #[derive(Debug, Clone)]
 struct Layer {
-    query: candle_nn::Linear,
-    key: candle_nn::Linear,
-    value: candle_nn::Linear,
-    attention_output: candle_nn::Linear,
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    attention_output: Linear,
     attention_norm: LayerNorm,
-    ffn_in: candle_nn::Linear,
-    ffn_out: candle_nn::Linear,
+    ffn_in: Linear,
+    ffn_out: Linear,
     output_norm: LayerNorm,
     config: EncoderConfig,
 }
@@ -177,13 +177,16 @@ impl Layer {
 
     fn forward(&self, x: &Tensor, bias: &Tensor, train: bool) -> Result<Tensor> {
         let heads = self.config.num_heads;
-        let q = ops::split_heads(&self.query.forward(x)?, heads)?;
-        let k = ops::split_heads(&self.key.forward(x)?, heads)?;
-        let v = ops::split_heads(&self.value.forward(x)?, heads)?;
-        let context = ops::attention(&q, &k, &v, bias, self.config.attention_dropout, train)?;
-        let attended = self
-            .attention_output
-            .forward(&ops::merge_heads(&context)?)?;
+        let context = ops::self_attention(
+            &self.query.forward(x)?,
+            &self.key.forward(x)?,
+            &self.value.forward(x)?,
+            bias,
+            heads,
+            self.config.attention_dropout,
+            train,
+        )?;
+        let attended = self.attention_output.forward(&context)?;
         let attended = ops::dropout(&attended, self.config.hidden_dropout, train)?;
         let x = self.attention_norm.forward(&(attended + x)?)?;
 

@@ -8,13 +8,13 @@ use candle_core::{D, IndexOp, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::config::{HeadPooling, HeadSpec};
-use super::layers::linear;
+use super::layers::{Linear, linear};
 use super::ops;
 
 /// BERT's pooler: dense + tanh on the first token. Shared by every `Pooler` head.
 #[derive(Debug, Clone)]
 pub struct Pooler {
-    dense: candle_nn::Linear,
+    dense: Linear,
 }
 
 impl Pooler {
@@ -35,8 +35,8 @@ impl Pooler {
 #[derive(Debug, Clone)]
 pub struct Head {
     spec: HeadSpec,
-    dense: Option<candle_nn::Linear>,
-    output: candle_nn::Linear,
+    dense: Option<Linear>,
+    output: Linear,
     dropout: f32,
 }
 

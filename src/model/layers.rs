@@ -9,8 +9,21 @@ use super::ops;
 /// Standard deviation of fresh weights, as transformers' `initializer_range`.
 pub const INIT_STD: f64 = 0.02;
 
+/// A dense layer `x W^T + b` (see [`ops::linear`]).
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        ops::linear(x, &self.weight, &self.bias)
+    }
+}
+
 /// A dense layer `x W^T + b`, initialised like transformers when created fresh.
-pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<candle_nn::Linear> {
+pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
     let weight = vb.get_with_hints(
         (out_dim, in_dim),
         "weight",
@@ -20,7 +33,7 @@ pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<candle_nn
         },
     )?;
     let bias = vb.get_with_hints(out_dim, "bias", Init::Const(0.0))?;
-    Ok(candle_nn::Linear::new(weight, Some(bias)))
+    Ok(Linear { weight, bias })
 }
 
 /// An embedding table, initialised like transformers when created fresh.

@@ -6,6 +6,7 @@
 pub mod config;
 pub mod encoder;
 pub mod heads;
+mod kernels;
 pub mod layers;
 pub mod ops;
 pub mod weights;

@@ -12,6 +12,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::config::Activation;
+use super::kernels;
 
 /// Additive bias for masked attention scores: large enough that `exp` underflows to 0
 /// in every float type, small enough not to overflow f16.
@@ -57,6 +58,18 @@ pub struct GeluErf;
 /// Elements per parallel task: enough work to outweigh scheduling.
 const TASK_ELEMENTS: usize = 8192;
 
+/// The f32 values of a contiguous CPU tensor; an error naming `op` otherwise.
+fn contiguous_f32<'a>(
+    op: &str,
+    storage: &'a candle_core::CpuStorage,
+    layout: &candle_core::Layout,
+) -> Result<&'a [f32]> {
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&storage.as_slice::<f32>()?[start..end]),
+        None => candle_core::bail!("{op} needs contiguous tensors"),
+    }
+}
+
 /// Applies `kernel(input rows, output rows)` to whole rows of `width` elements of a
 /// contiguous f32 tensor, in parallel tasks of about [`TASK_ELEMENTS`] elements.
 fn map_rows_parallel(
@@ -67,35 +80,13 @@ fn map_rows_parallel(
     kernel: impl Fn(&[f32], &mut [f32]) + Sync,
 ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
     use rayon::prelude::*;
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("{op} needs a contiguous tensor");
-    };
-    let input = &storage.as_slice::<f32>()?[start..end];
+    let input = contiguous_f32(op, storage, layout)?;
     let mut out = vec![0f32; input.len()];
     let task = (TASK_ELEMENTS / width).max(1) * width;
     out.par_chunks_mut(task)
         .zip(input.par_chunks(task))
         .for_each(|(o, i)| kernel(i, o));
     Ok((candle_core::CpuStorage::F32(out), layout.shape().clone()))
-}
-
-/// `x * Φ(x)` with Φ through the A&S 7.1.26 erf approximation.
-#[inline]
-fn gelu_erf_scalar(x: f32) -> f32 {
-    const P: f32 = 0.327_591_1;
-    const A: [f32; 5] = [
-        0.254_829_6,
-        -0.284_496_72,
-        1.421_413_8,
-        -1.453_152_1,
-        1.061_405_4,
-    ];
-    let z = (x * std::f32::consts::FRAC_1_SQRT_2).abs();
-    let t = 1.0 / (1.0 + P * z);
-    let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
-    let erf_abs = 1.0 - poly * (-z * z).exp();
-    let erf = if x < 0.0 { -erf_abs } else { erf_abs };
-    0.5 * x * (1.0 + erf)
 }
 
 impl candle_core::CustomOp1 for GeluErf {
@@ -108,11 +99,7 @@ impl candle_core::CustomOp1 for GeluErf {
         storage: &candle_core::CpuStorage,
         layout: &candle_core::Layout,
     ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        map_rows_parallel(self.name(), storage, layout, 1, |input, out| {
-            for (o, &x) in out.iter_mut().zip(input) {
-                *o = gelu_erf_scalar(x);
-            }
-        })
+        map_rows_parallel(self.name(), storage, layout, 1, kernels::gelu_erf_slice)
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
@@ -151,16 +138,7 @@ impl candle_core::CustomOp1 for SoftmaxLastDim {
     ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
         let width = layout.dims().last().copied().unwrap_or(1).max(1);
         map_rows_parallel(self.name(), storage, layout, width, |input, out| {
-            for (o, i) in out.chunks_mut(width).zip(input.chunks(width)) {
-                let max = i.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-                let mut sum = 0f32;
-                for (o, &v) in o.iter_mut().zip(i) {
-                    *o = (v - max).exp();
-                    sum += *o;
-                }
-                let inv = 1.0 / sum;
-                o.iter_mut().for_each(|o| *o *= inv);
-            }
+            kernels::softmax_rows(input, out, width)
         })
     }
 
@@ -240,6 +218,271 @@ pub fn attention(
     let probs = softmax_last_dim(&scores)?;
     let probs = dropout(&probs, dropout_p, train)?;
     probs.matmul(v)
+}
+
+/// Multi-head self-attention straight from the projections' layout: `q`, `k`, `v` are
+/// `(batch, seq, heads * head_dim)`, `bias` comes from [`attention_bias`], and the result is
+/// `(batch, seq, heads * head_dim)` with the heads merged.
+///
+/// Without active dropout on f32 CPU tensors this is one parallel kernel per sequence
+/// ([`FusedAttention`]: no head-split copies, no per-head matrix multiplies); otherwise the
+/// composition [`split_heads`] → [`attention`] → [`merge_heads`]. Both are differentiable.
+pub fn self_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    bias: &Tensor,
+    heads: usize,
+    dropout_p: f32,
+    train: bool,
+) -> Result<Tensor> {
+    let dropout_active = train && dropout_p > 0.0;
+    if !dropout_active && q.dtype() == DType::F32 && q.device().is_cpu() {
+        let op = FusedAttention {
+            heads,
+            bias: bias.clone(),
+        };
+        return q
+            .contiguous()?
+            .apply_op3(&k.contiguous()?, &v.contiguous()?, op);
+    }
+    let context = attention(
+        &split_heads(q, heads)?,
+        &split_heads(k, heads)?,
+        &split_heads(v, heads)?,
+        bias,
+        dropout_p,
+        train,
+    )?;
+    merge_heads(&context)
+}
+
+/// The kernel of [`self_attention`]: one parallel task per sequence. Its backward is
+/// composed from candle ops (recomputing the attention weights), so gradients are exact.
+#[derive(Debug, Clone)]
+pub struct FusedAttention {
+    heads: usize,
+    /// `(batch, 1, 1, seq)` additive key bias from [`attention_bias`].
+    bias: Tensor,
+}
+
+impl candle_core::CustomOp3 for FusedAttention {
+    fn name(&self) -> &'static str {
+        "fused-self-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        q: &candle_core::CpuStorage,
+        q_layout: &candle_core::Layout,
+        k: &candle_core::CpuStorage,
+        k_layout: &candle_core::Layout,
+        v: &candle_core::CpuStorage,
+        v_layout: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use rayon::prelude::*;
+        let (batch, seq, width) = q_layout.shape().dims3()?;
+        if k_layout.shape() != q_layout.shape() || v_layout.shape() != q_layout.shape() {
+            candle_core::bail!(
+                "{}: q {:?}, k {:?} and v {:?} must have one shape",
+                self.name(),
+                q_layout.shape(),
+                k_layout.shape(),
+                v_layout.shape()
+            );
+        }
+        if self.heads == 0 || width % self.heads != 0 {
+            candle_core::bail!(
+                "{}: width {width} is not a multiple of {} heads",
+                self.name(),
+                self.heads
+            );
+        }
+        let key_bias: Vec<f32> = self.bias.flatten_all()?.to_vec1()?;
+        if key_bias.len() != batch * seq {
+            candle_core::bail!(
+                "{}: bias {:?} does not match batch {batch} x seq {seq}",
+                self.name(),
+                self.bias.shape()
+            );
+        }
+        let (q, k, v) = (
+            contiguous_f32(self.name(), q, q_layout)?,
+            contiguous_f32(self.name(), k, k_layout)?,
+            contiguous_f32(self.name(), v, v_layout)?,
+        );
+        let shape = kernels::AttentionShape {
+            seq,
+            heads: self.heads,
+            head_dim: width / self.heads,
+        };
+        let step = seq * width;
+        let mut out = vec![0f32; batch * step];
+        out.par_chunks_mut(step.max(1))
+            .enumerate()
+            .for_each_init(Vec::new, |scratch, (b, out)| {
+                let rows = b * step..(b + 1) * step;
+                kernels::attention_sequence(
+                    &q[rows.clone()],
+                    &k[rows.clone()],
+                    &v[rows],
+                    &key_bias[b * seq..(b + 1) * seq],
+                    out,
+                    shape,
+                    scratch,
+                )
+            });
+        Ok((candle_core::CpuStorage::F32(out), q_layout.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (q, k, v, g) = (
+            split_heads(q, self.heads)?,
+            split_heads(k, self.heads)?,
+            split_heads(v, self.heads)?,
+            split_heads(grad_res, self.heads)?,
+        );
+        let scale = 1.0 / (q.dim(D::Minus1)? as f64).sqrt();
+        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&self.bias)?;
+        let probs = softmax_last_dim(&scores)?;
+        let grad_v = probs.t()?.matmul(&g)?;
+        let grad_probs = g.matmul(&v.t()?)?;
+        let dot = (&grad_probs * &probs)?.sum_keepdim(D::Minus1)?;
+        let grad_scores = (grad_probs.broadcast_sub(&dot)? * &probs)?;
+        let grad_q = (grad_scores.matmul(&k)? * scale)?;
+        let grad_k = (grad_scores.t()?.matmul(&q)? * scale)?;
+        Ok((
+            Some(merge_heads(&grad_q)?),
+            Some(merge_heads(&grad_k)?),
+            Some(merge_heads(&grad_v)?),
+        ))
+    }
+}
+
+/// `x W^T + b` over the last dimension of `x` (`weight`: `(out, in)`, `bias`: `(out)`).
+///
+/// On f32 CPU tensors the bias is written into the output first and the matrix multiply adds
+/// onto it ([`FusedLinear`]): one pass over the output instead of three (zeroing, product,
+/// broadcast add), which matters most for the wide feed-forward layer. Elsewhere it is
+/// candle's `broadcast_matmul` plus `broadcast_add`. Both are differentiable.
+pub fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    if x.dtype() == DType::F32 && x.device().is_cpu() && weight.dtype() == DType::F32 {
+        return x
+            .contiguous()?
+            .apply_op3(&weight.contiguous()?, &bias.contiguous()?, FusedLinear);
+    }
+    x.broadcast_matmul(&weight.t()?)?.broadcast_add(bias)
+}
+
+/// The kernel of [`linear`]: bias rows, then gemm accumulating `x W^T` onto them.
+#[derive(Debug, Clone, Copy)]
+pub struct FusedLinear;
+
+impl candle_core::CustomOp3 for FusedLinear {
+    fn name(&self) -> &'static str {
+        "fused-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &candle_core::CpuStorage,
+        x_layout: &candle_core::Layout,
+        w: &candle_core::CpuStorage,
+        w_layout: &candle_core::Layout,
+        b: &candle_core::CpuStorage,
+        b_layout: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use rayon::prelude::*;
+        let (n, k) = w_layout.shape().dims2()?;
+        let x_dims = x_layout.dims();
+        if x_dims.last() != Some(&k) || b_layout.dims() != [n] {
+            candle_core::bail!(
+                "{}: input {:?}, weight {:?} and bias {:?} do not fit",
+                self.name(),
+                x_layout.shape(),
+                w_layout.shape(),
+                b_layout.shape()
+            );
+        }
+        let m = x_layout.shape().elem_count() / k.max(1);
+        let (x, w, bias) = (
+            contiguous_f32(self.name(), x, x_layout)?,
+            contiguous_f32(self.name(), w, w_layout)?,
+            contiguous_f32(self.name(), b, b_layout)?,
+        );
+        let mut out: Vec<f32> = Vec::with_capacity(m * n);
+        let rows_per_task = (TASK_ELEMENTS / n.max(1)).max(1);
+        out.spare_capacity_mut()
+            .par_chunks_mut(rows_per_task * n.max(1))
+            .for_each(|rows| {
+                for row in rows.chunks_mut(n) {
+                    for (o, &b) in row.iter_mut().zip(bias) {
+                        o.write(b);
+                    }
+                }
+            });
+        // SAFETY: every one of the m * n elements was written just above.
+        unsafe { out.set_len(m * n) };
+        let threads = candle_core::utils::get_num_threads();
+        let parallelism = if threads > 1 {
+            gemm::Parallelism::Rayon(threads)
+        } else {
+            gemm::Parallelism::None
+        };
+        if m > 0 && n > 0 {
+            // SAFETY: dst is m x n row-major, lhs m x k row-major, rhs = W^T (k x n, read from
+            // the n x k row-major weight), all in bounds of the slices checked above.
+            unsafe {
+                gemm::gemm(
+                    m,
+                    n,
+                    k,
+                    out.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    true,
+                    x.as_ptr(),
+                    1,
+                    k as isize,
+                    w.as_ptr(),
+                    k as isize,
+                    1,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    parallelism,
+                )
+            };
+        }
+        let mut dims = x_dims.to_vec();
+        *dims.last_mut().expect("checked above") = n;
+        Ok((candle_core::CpuStorage::F32(out), dims.into()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _bias: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (n, k) = weight.dims2()?;
+        let grad_rows = grad_res.reshape(((), n))?;
+        let grad_x = grad_rows.matmul(weight)?.reshape(x.shape())?;
+        let grad_w = grad_rows.t()?.matmul(&x.reshape(((), k))?)?;
+        let grad_b = grad_rows.sum(0)?;
+        Ok((Some(grad_x), Some(grad_w), Some(grad_b)))
+    }
 }
 
 /// Mean of hidden states over unpadded positions: `(batch, seq, hidden)` → `(batch, hidden)`.
@@ -347,6 +590,135 @@ mod kernel_tests {
                 assert!((w - g).abs() <= 1e-6, "{rows}x{width}: {w} vs {g}");
             }
         }
+    }
+
+    /// Deterministic, irregular values in [-scale/2, scale/2).
+    fn irregular(shape: &[usize], seed: f32, scale: f32) -> candle_core::Var {
+        let n: usize = shape.iter().product();
+        let values: Vec<f32> = (0..n)
+            .map(|i| (((i as f32 + seed) * 0.754_877_7).fract() - 0.5) * scale)
+            .collect();
+        candle_core::Var::from_vec(values, shape, &Device::Cpu).unwrap()
+    }
+
+    /// Values of `y` and the gradients of `Σ y ⊙ sin(index)` with respect to `vars`.
+    fn values_and_grads(y: &Tensor, vars: &[&candle_core::Var]) -> (Vec<f32>, Vec<Vec<f32>>) {
+        let n = y.elem_count();
+        let weights = Tensor::arange(0f32, n as f32, &Device::Cpu)
+            .unwrap()
+            .sin()
+            .unwrap()
+            .reshape(y.shape())
+            .unwrap();
+        let grads = (y * weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        (
+            flat(y),
+            vars.iter()
+                .map(|v| flat(grads.get(v.as_tensor()).expect("a gradient")))
+                .collect(),
+        )
+    }
+
+    fn assert_close(want: &[f32], got: &[f32], tolerance: f32, what: &str) {
+        assert_eq!(want.len(), got.len(), "{what}: lengths");
+        for (i, (w, g)) in want.iter().zip(got).enumerate() {
+            assert!(
+                (w - g).abs() <= tolerance * w.abs().max(1.0),
+                "{what}[{i}]: {w} vs {g}"
+            );
+        }
+    }
+
+    #[test]
+    fn fused_attention_matches_the_composition_forward_and_backward() {
+        // Odd sizes, one and several heads, padded keys (the last `pad` positions of some rows).
+        for (batch, seq, heads, head_dim, pad) in [
+            (1usize, 1usize, 1usize, 1usize, 0usize),
+            (3, 7, 3, 5, 2),
+            (2, 19, 4, 8, 11),
+        ] {
+            let width = heads * head_dim;
+            let q = irregular(&[batch, seq, width], 0.0, 4.0);
+            let k = irregular(&[batch, seq, width], 1.0, 4.0);
+            let v = irregular(&[batch, seq, width], 2.0, 4.0);
+            let mask: Vec<u32> = (0..batch * seq)
+                .map(|i| u32::from(i / seq == 0 || i % seq < seq - pad))
+                .collect();
+            let mask = Tensor::from_vec(mask, (batch, seq), &Device::Cpu).unwrap();
+            let bias = attention_bias(&mask, DType::F32).unwrap();
+            let vars = [&q, &k, &v];
+            let (q, k, v) = (q.as_tensor(), k.as_tensor(), v.as_tensor());
+            let composed = merge_heads(
+                &attention(
+                    &split_heads(q, heads).unwrap(),
+                    &split_heads(k, heads).unwrap(),
+                    &split_heads(v, heads).unwrap(),
+                    &bias,
+                    0.0,
+                    false,
+                )
+                .unwrap(),
+            )
+            .unwrap();
+            let fused = self_attention(q, k, v, &bias, heads, 0.0, false).unwrap();
+            let (want, want_grads) = values_and_grads(&composed, &vars);
+            let (got, got_grads) = values_and_grads(&fused, &vars);
+            let case = format!("{batch}x{seq}, {heads} heads of {head_dim}");
+            assert_close(&want, &got, 1e-5, &format!("{case} output"));
+            for (name, (w, g)) in ["q", "k", "v"]
+                .iter()
+                .zip(want_grads.iter().zip(&got_grads))
+            {
+                assert_close(w, g, 1e-4, &format!("{case} d{name}"));
+            }
+        }
+    }
+
+    #[test]
+    fn fused_linear_matches_matmul_plus_bias_forward_and_backward() {
+        for (dims, n) in [
+            (vec![1usize, 1, 1], 1usize),
+            (vec![2, 5, 7], 3),
+            (vec![33, 17], 40),
+        ] {
+            let k = *dims.last().unwrap();
+            let x = irregular(&dims, 0.0, 2.0);
+            let w = irregular(&[n, k], 3.0, 2.0);
+            let b = irregular(&[n], 5.0, 2.0);
+            let vars = [&x, &w, &b];
+            let composed = x
+                .as_tensor()
+                .broadcast_matmul(&w.as_tensor().t().unwrap())
+                .unwrap()
+                .broadcast_add(b.as_tensor())
+                .unwrap();
+            let fused = linear(x.as_tensor(), w.as_tensor(), b.as_tensor()).unwrap();
+            assert_eq!(fused.dims(), composed.dims());
+            let (want, want_grads) = values_and_grads(&composed, &vars);
+            let (got, got_grads) = values_and_grads(&fused, &vars);
+            assert_close(&want, &got, 1e-5, &format!("{dims:?} output"));
+            for (name, (w, g)) in ["x", "w", "b"]
+                .iter()
+                .zip(want_grads.iter().zip(&got_grads))
+            {
+                assert_close(w, g, 1e-5, &format!("{dims:?} d{name}"));
+            }
+        }
+    }
+
+    #[test]
+    fn fused_linear_rejects_mismatched_shapes() {
+        let x = Tensor::zeros((2, 4), DType::F32, &Device::Cpu).unwrap();
+        let w = Tensor::zeros((3, 5), DType::F32, &Device::Cpu).unwrap();
+        let b = Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap();
+        let err = linear(&x, &w, &b).unwrap_err().to_string();
+        assert!(err.contains("fused-linear"), "{err}");
     }
 
     #[test]
