@@ -2,10 +2,13 @@
 //! with a random 3-label head (BERT pooler, as `BertForSequenceClassification`) over the
 //! 2,048-sentence corpus; per batch size, sorted by length, median of 3 passes after a
 //! warm-up; and the same corpus through the public `classify_each` at default settings
-//! (tokenization included). A model folder with the head is written to a temporary folder,
+//! (tokenization included). Each in f32 and in int8 mode, with the share of corpus
+//! sentences whose label is the same in both. A model folder with the head is written to a temporary folder,
 //! so `standpoint label` can be timed on it too (its path is printed).
 //!
-//! `cargo bench --bench infer -- [--model DIR] [--corpus FILE] [--runs N] [--bs 1,8,32,64] [--keep DIR]`
+//! `cargo bench --bench infer -- [--model DIR] [--corpus FILE] [--runs N] [--bs 1,8,32,64] [--keep DIR]
+//!  [--device cpu|cuda:N|metal:N] [--dtype f32|f16|bf16] [--modes f32,int8]`
+//! (`--modes` names what to time: `f32` is the `--dtype` compute type, `int8` the CPU int8 mode.)
 
 mod common;
 
@@ -63,6 +66,46 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// The model alone, protocol of bench_torch.py: tokenized up front, sorted, fixed batch sizes.
+fn model_alone(
+    classifier: &Classifier,
+    sentences: &[&str],
+    sizes: &[usize],
+    runs: usize,
+    mode: &str,
+) -> standpoint::Result<()> {
+    let encoded = sentences
+        .iter()
+        .map(|s| classifier.text_encoder().encode(None, s))
+        .collect::<standpoint::Result<Vec<_>>>()?;
+    let mut order: Vec<usize> = (0..encoded.len()).collect();
+    order.sort_by_key(|&i| encoded[i].len());
+    let model = classifier.model();
+    let pad = model.config().encoder.pad_token_id;
+    for &bs in sizes {
+        let pass = || -> standpoint::Result<f64> {
+            let t0 = Instant::now();
+            for chunk in order.chunks(bs) {
+                let items: Vec<_> = chunk.iter().map(|&i| &encoded[i]).collect();
+                let input = pad_batch(&items, pad, classifier.device())?;
+                let out = model.forward_t(&input, &[0], false)?;
+                let _probs: Vec<Vec<f32>> =
+                    standpoint::model::heads::probabilities(&out.logits[0].1, None)?.to_vec2()?;
+            }
+            Ok(encoded.len() as f64 / t0.elapsed().as_secs_f64())
+        };
+        pass()?;
+        let rates = (0..runs)
+            .map(|_| pass())
+            .collect::<standpoint::Result<Vec<_>>>()?;
+        println!(
+            "RESULT system=standpoint mode={mode} bs={bs} order=sorted median_sent_per_s={:.1} runs={rates:.1?}",
+            median(rates.clone())
+        );
+    }
+    Ok(())
+}
+
 fn main() -> standpoint::Result<()> {
     let base = PathBuf::from(arg("--model", "../shared/models/all-MiniLM-L6-v2"));
     let corpus = arg("--corpus", "../shared/bench/corpus.txt");
@@ -83,60 +126,53 @@ fn main() -> standpoint::Result<()> {
 
     let text = std::fs::read_to_string(&corpus).unwrap();
     let sentences: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    let load_start = Instant::now();
-    let classifier = Classifier::load(dir.to_str().unwrap(), &ClassifierOptions::default())?;
-    let first = classifier.classify_each(&[Query::text(sentences[0])])?;
-    println!(
-        "RESULT system=standpoint first_prediction_s={:.3}",
-        load_start.elapsed().as_secs_f64()
-    );
-    assert_eq!(first.len(), 1);
-
-    // The model alone, protocol of bench_torch.py: tokenized up front, sorted, fixed batch sizes.
-    let encoded = sentences
-        .iter()
-        .map(|s| classifier.text_encoder().encode(None, s))
-        .collect::<standpoint::Result<Vec<_>>>()?;
-    let mut order: Vec<usize> = (0..encoded.len()).collect();
-    order.sort_by_key(|&i| encoded[i].len());
-    let model = classifier.model();
-    let pad = model.config().encoder.pad_token_id;
-    for &bs in &sizes {
-        let pass = || -> standpoint::Result<f64> {
-            let t0 = Instant::now();
-            for chunk in order.chunks(bs) {
-                let items: Vec<_> = chunk.iter().map(|&i| &encoded[i]).collect();
-                let input = pad_batch(&items, pad, &Device::Cpu)?;
-                let out = model.forward_t(&input, &[0], false)?;
-                let _probs: Vec<Vec<f32>> =
-                    standpoint::model::heads::probabilities(&out.logits[0].1, None)?.to_vec2()?;
-            }
-            Ok(encoded.len() as f64 / t0.elapsed().as_secs_f64())
+    let queries: Vec<Query> = sentences.iter().map(|s| Query::text(s)).collect();
+    let device = standpoint::parse_device(&arg("--device", "cpu"))?;
+    let dtype = standpoint::parse_dtype(&arg("--dtype", "f32"))?;
+    let modes = arg("--modes", if device.is_cpu() { "f32,int8" } else { "f32" });
+    let mut labels = Vec::new();
+    for mode in modes.split(',') {
+        let options = ClassifierOptions {
+            int8: mode == "int8",
+            device: device.clone(),
+            dtype: Some(dtype),
+            ..ClassifierOptions::default()
         };
-        pass()?;
+        let load_start = Instant::now();
+        let classifier = Classifier::load(dir.to_str().unwrap(), &options)?;
+        let first = classifier.classify_each(&[Query::text(sentences[0])])?;
+        println!(
+            "RESULT system=standpoint mode={mode} first_prediction_s={:.3}",
+            load_start.elapsed().as_secs_f64()
+        );
+        assert_eq!(first.len(), 1);
+        model_alone(&classifier, &sentences, &sizes, runs, mode)?;
+
+        // The public API at its defaults (token-budget batches, tokenization included).
+        classifier.classify_each(&queries[..64])?;
+        let mut predicted = Vec::new();
         let rates = (0..runs)
-            .map(|_| pass())
+            .map(|_| {
+                let t0 = Instant::now();
+                let out = classifier.classify_each(&queries)?;
+                let rate = sentences.len() as f64 / t0.elapsed().as_secs_f64();
+                predicted = out.into_iter().map(|p| p["stance"].label.clone()).collect();
+                Ok(rate)
+            })
             .collect::<standpoint::Result<Vec<_>>>()?;
         println!(
-            "RESULT system=standpoint bs={bs} order=sorted median_sent_per_s={:.1} runs={rates:.1?}",
+            "RESULT system=standpoint mode={mode} api=classify_each defaults median_sent_per_s={:.1} runs={rates:.1?}",
             median(rates.clone())
         );
+        labels.push(predicted);
     }
-
-    // The public API at its defaults (token-budget batches, tokenization included).
-    let queries: Vec<Query> = sentences.iter().map(|s| Query::text(s)).collect();
-    classifier.classify_each(&queries[..64])?;
-    let rates = (0..runs)
-        .map(|_| {
-            let t0 = Instant::now();
-            classifier
-                .classify_each(&queries)
-                .map(|_| sentences.len() as f64 / t0.elapsed().as_secs_f64())
-        })
-        .collect::<standpoint::Result<Vec<_>>>()?;
-    println!(
-        "RESULT system=standpoint api=classify_each defaults median_sent_per_s={:.1} runs={rates:.1?}",
-        median(rates.clone())
-    );
+    if let [reference, int8] = &labels[..] {
+        let same = reference.iter().zip(int8).filter(|(a, b)| a == b).count();
+        println!(
+            "RESULT int8_vs_f32_label_agreement={:.4} ({same}/{})",
+            same as f64 / sentences.len() as f64,
+            sentences.len()
+        );
+    }
     Ok(())
 }

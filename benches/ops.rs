@@ -153,26 +153,43 @@ fn main() -> Result<()> {
         "RESULT matmul_2048_gflops={:.0}",
         gemm(2048, 2048, 2048) / peak / 1e9
     );
+    let values: Vec<f32> = big.flatten_all()?.to_vec1()?;
+    let int8_square = standpoint::model::int8::Int8Linear::new(&values, &[0.0; 2048], 2048, 2048);
+    let int8_peak = time(5, || {
+        Tensor::from_vec(int8_square.forward(&values), (2048, 2048), &Device::Cpu)
+    })?;
+    println!(
+        "RESULT int8_matmul_2048_gops={:.0}",
+        gemm(2048, 2048, 2048) / int8_peak / 1e9
+    );
 
-    // candle's int8 path: weights quantized to Q8_0 blocks, activations quantized per call.
+    // Int8 (per-channel weights, per-row activations): candle's Q8_0 blocks and our VNNI kernel.
     use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+    use standpoint::model::int8::Int8Linear;
     let flat = wide.reshape((tokens, ffn))?;
-    for (name, w, input, k) in [
-        ("q8_0 ffn->h", down.weight(), &flat, ffn),
-        (
-            "q8_0 h->ffn",
-            up.weight(),
-            &x.reshape((tokens, hidden))?,
-            hidden,
-        ),
+    let narrow = x.reshape((tokens, hidden))?;
+    for (name, layer, input, k) in [
+        ("ffn->h", &down, &flat, ffn),
+        ("h->ffn", &up, &narrow, hidden),
+        ("h->h", &square, &narrow, hidden),
     ] {
-        let q = QMatMul::from_qtensor(QTensor::quantize(w, GgmlDType::Q8_0)?)?;
-        let secs = time(reps, || q.forward(input))?;
-        let n = w.dim(0)?;
+        let n = layer.weight().dim(0)?;
+        let flops = gemm(tokens, n, k);
+        let f32_secs = time(reps, || layer.forward(input))?;
+        let q = QMatMul::from_qtensor(QTensor::quantize(layer.weight(), GgmlDType::Q8_0)?)?;
+        let q8_secs = time(reps, || q.forward(input))?;
+        let weights: Vec<f32> = layer.weight().flatten_all()?.to_vec1()?;
+        let bias: Vec<f32> = layer.1.to_vec1()?;
+        let int8 = Int8Linear::new(&weights, &bias, n, k);
+        let values: Vec<f32> = input.flatten_all()?.to_vec1()?;
+        let int8_secs = time(reps, || {
+            Tensor::from_vec(int8.forward(&values), (tokens, n), &Device::Cpu)
+        })?;
         println!(
-            "RESULT {name} ms={:.3} gops={:.0}",
-            secs * 1e3,
-            gemm(tokens, n, k) / secs / 1e9
+            "RESULT linear {name}: f32 {:.0} GFLOP/s, candle q8_0 {:.0} GOP/s, standpoint int8 {:.0} GOP/s",
+            flops / f32_secs / 1e9,
+            flops / q8_secs / 1e9,
+            flops / int8_secs / 1e9
         );
     }
     Ok(())

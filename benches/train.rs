@@ -5,7 +5,7 @@
 //! 3 warm-up steps, then the mean and median over 20 timed steps of
 //! pad + forward + loss + backward + update.
 //!
-//! `cargo bench --bench train -- [--model DIR] [--corpus FILE] [--steps N]`
+//! `cargo bench --bench train -- [--model DIR] [--corpus FILE] [--steps N] [--device cpu|cuda:N]`
 
 mod common;
 
@@ -13,7 +13,7 @@ use common::arg;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use standpoint::model::weights::{load_into_varmap, weights_path};
 use standpoint::model::{HeadInput, HeadPooling, HeadSpec, Model, ModelConfig};
@@ -36,7 +36,7 @@ fn main() -> standpoint::Result<()> {
         HeadInput::Text,
         HeadPooling::Pooler,
     )];
-    let device = Device::Cpu;
+    let device = standpoint::parse_device(&arg("--device", "cpu"))?;
     let varmap = VarMap::new();
     let model = Model::new(
         &config,

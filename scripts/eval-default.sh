@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Score a model on every dev split with each dataset's official metric, as a Markdown
 # table (the one in models/default/MODEL_CARD.md comes from this script).
-#   scripts/eval-default.sh CONVERTED [MODEL]     # MODEL defaults to models/default
-# CONVERTED is the output folder of scripts/convert_data.py.
+#   scripts/eval-default.sh CONVERTED [MODEL] [EVAL OPTIONS...]   # MODEL defaults to models/default
+# CONVERTED is the output folder of scripts/convert_data.py; EVAL OPTIONS go to every
+# `standpoint eval` (e.g. --dtype int8).
 set -euo pipefail
 data=${1:?usage: scripts/eval-default.sh CONVERTED [MODEL]}
 model=${2:-models/default}
+shift $(($# < 2 ? $# : 2))
+extra=("$@")
 bin=${STANDPOINT:-target/release/standpoint}
 
 # score LABEL FILE METRIC [--per-target]
@@ -13,7 +16,7 @@ score() {
   local label=$1 file=$2 metric=$3
   shift 3
   local value
-  value=$("$bin" eval --model "$model" --data "$data/$file" --metric "$metric" "$@" | tail -n 1 | cut -d' ' -f2)
+  value=$("$bin" eval --model "$model" --data "$data/$file" --metric "$metric" "$@" ${extra[@]+"${extra[@]}"} | tail -n 1 | cut -d' ' -f2)
   awk -v l="$label" -v f="$file" -v m="$metric" -v v="$value" \
     'BEGIN { printf "| %s | `%s` | %s | %.1f |\n", l, f, m, 100 * v }'
 }

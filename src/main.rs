@@ -268,7 +268,8 @@ struct ModelArgs {
     /// cpu, cuda[:N] or metal[:N].
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// Compute dtype: f32, f16 or bf16.
+    /// Compute dtype: f32, f16, bf16, or int8 (int8 weights and activations in the encoder's
+    /// dense layers, f32 elsewhere; CPU only).
     #[arg(long, default_value = "f32")]
     dtype: String,
 }
@@ -280,9 +281,15 @@ impl ModelArgs {
         batch_tokens: Option<usize>,
         max_length: Option<usize>,
     ) -> Result<Classifier> {
+        let int8 = self.dtype == "int8";
         let options = ClassifierOptions {
             device: parse_device(&self.device)?,
-            dtype: Some(parse_dtype(&self.dtype)?),
+            dtype: Some(if int8 {
+                candle_core::DType::F32
+            } else {
+                parse_dtype(&self.dtype)?
+            }),
+            int8,
             batch_size,
             batch_tokens,
             max_length,

@@ -143,3 +143,59 @@ fn a_missing_default_model_names_the_folder_and_the_override() {
     assert!(stderr.contains("config.json"), "{stderr}");
     assert!(stderr.contains("STANDPOINT_MODEL"), "{stderr}");
 }
+
+#[test]
+fn int8_mode_keeps_the_labels_of_f32() {
+    // Int8 weights and activations move probabilities slightly; labels of the clear-cut set
+    // stay (all heads), and probabilities stay close.
+    let int8 = Classifier::load_default(&ClassifierOptions {
+        int8: true,
+        ..ClassifierOptions::default()
+    })
+    .expect("int8 mode loads");
+    assert!(int8.info().compute_dtype.starts_with("int8"));
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(CLEAR_CUT)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let queries: Vec<Query> = rows
+        .iter()
+        .map(|r| Query {
+            text: r["text"].as_str().unwrap(),
+            target: r["target"].as_str(),
+        })
+        .collect();
+    let want = classifier().classify(&queries).unwrap();
+    let got = int8.classify(&queries).unwrap();
+    let (mut same, mut total, mut worst) = (0, 0, 0f32);
+    for (w, g) in want.iter().zip(&got) {
+        for (head, prediction) in w {
+            total += 1;
+            same += usize::from(prediction.label == g[head].label);
+            for (p, q) in prediction
+                .probabilities
+                .values()
+                .zip(g[head].probabilities.values())
+            {
+                worst = worst.max((p - q).abs());
+            }
+        }
+    }
+    assert!(
+        same as f64 >= 0.97 * total as f64,
+        "{same}/{total} labels agree"
+    );
+    assert!(worst < 0.1, "a probability moved by {worst}");
+}
+
+#[test]
+fn int8_mode_needs_the_cpu_in_f32() {
+    let err = Classifier::load_default(&ClassifierOptions {
+        int8: true,
+        dtype: Some(candle_core::DType::F16),
+        ..ClassifierOptions::default()
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("int8"), "{err}");
+}

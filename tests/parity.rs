@@ -1,6 +1,9 @@
 //! The Rust model against transformers on the tiny fixtures: tokenization, hidden states,
-//! pooled vectors and logits, within 1e-4 (max abs). The reference comes from
+//! pooled vectors and logits, within 1e-4 (max abs) in f32. The reference comes from
 //! `scripts/make_fixtures.py`; regenerate it there, never from this crate's output.
+//!
+//! `STANDPOINT_TEST_DEVICE=cuda:0` runs the same comparisons on a GPU (`scripts/gpu-check.sh`);
+//! `STANDPOINT_TEST_DTYPE=bf16|f16` in half precision, within [`HALF_TOLERANCE`].
 
 mod common;
 
@@ -10,13 +13,25 @@ use standpoint::model::EncoderInput;
 use standpoint::{Architecture, ClassifierOptions, Query};
 
 const TOLERANCE: f32 = 1e-4;
+/// Half precision keeps 8 (bf16) or 11 (f16) significant bits: hidden states of magnitude
+/// up to ~5 move by up to ~0.07 through the layers (measured on CPU bf16).
+const HALF_TOLERANCE: f32 = 0.1;
 
-fn tensor(rows: &[Vec<u32>]) -> Tensor {
-    Tensor::new(rows.to_vec(), &Device::Cpu).unwrap()
+fn tensor(rows: &[Vec<u32>], device: &Device) -> Tensor {
+    Tensor::new(rows.to_vec(), device).unwrap()
 }
 
 fn check_model(name: &str) {
-    let classifier = load(&fixture(name)).unwrap();
+    let options = test_device_options();
+    let tolerance = if options.dtype == Some(candle_core::DType::F32) {
+        TOLERANCE
+    } else {
+        HALF_TOLERANCE
+    };
+    let f32 = |t: Tensor| t.to_dtype(candle_core::DType::F32).unwrap();
+    let classifier =
+        standpoint::Classifier::load(fixture(name).to_str().unwrap(), &options).unwrap();
+    let device = classifier.device().clone();
     let model = classifier.model();
     let reference = reference(name);
     assert_eq!(classifier.text_encoder().max_length(), reference.max_length);
@@ -47,36 +62,36 @@ fn check_model(name: &str) {
 
         // The network on the reference's own padded batch, padded rows included.
         let input = EncoderInput {
-            input_ids: tensor(&case.input_ids),
-            token_type_ids: tensor(&case.token_type_ids),
-            attention_mask: tensor(&case.attention_mask),
+            input_ids: tensor(&case.input_ids, &device),
+            token_type_ids: tensor(&case.token_type_ids, &device),
+            attention_mask: tensor(&case.attention_mask, &device),
         };
         let hidden = model.encode(&input, false).unwrap();
-        let ours: Vec<Vec<Vec<f32>>> = hidden.to_vec3().unwrap();
+        let ours: Vec<Vec<Vec<f32>>> = f32(hidden.clone()).to_vec3().unwrap();
         let diff = max_abs_diff(
             ours.iter().flatten().flatten(),
             case.last_hidden_state.iter().flatten().flatten(),
         );
         assert!(
-            diff < TOLERANCE,
+            diff < tolerance,
             "{what}: last hidden state differs by {diff}"
         );
 
-        let pooled: Vec<Vec<f32>> = model
+        let pooled: Vec<Vec<f32>> = f32(model
             .head_features(0, &hidden, &input.attention_mask, false)
-            .unwrap()
-            .to_vec2()
-            .unwrap();
+            .unwrap())
+        .to_vec2()
+        .unwrap();
         let diff = max_abs_diff(pooled.iter().flatten(), case.pooled.iter().flatten());
-        assert!(diff < TOLERANCE, "{what}: pooled output differs by {diff}");
+        assert!(diff < tolerance, "{what}: pooled output differs by {diff}");
 
-        let logits: Vec<Vec<f32>> = model
+        let logits: Vec<Vec<f32>> = f32(model
             .head_logits(0, &hidden, &input.attention_mask, false)
-            .unwrap()
-            .to_vec2()
-            .unwrap();
+            .unwrap())
+        .to_vec2()
+        .unwrap();
         let diff = max_abs_diff(logits.iter().flatten(), case.logits.iter().flatten());
-        assert!(diff < TOLERANCE, "{what}: logits differ by {diff}");
+        assert!(diff < tolerance, "{what}: logits differ by {diff}");
 
         // The public API end to end: its own tokenization, sorting and padding.
         let predictions = classifier.classify(&case.queries()).unwrap();
@@ -88,7 +103,7 @@ fn check_model(name: &str) {
                 .collect();
             let diff = max_abs_diff(&got, &softmax(&case.logits[i]));
             assert!(
-                diff < TOLERANCE,
+                diff < tolerance,
                 "{what}: probabilities of input {i} differ by {diff}"
             );
         }
@@ -157,7 +172,7 @@ fn batch_composition_does_not_change_results() {
 fn padded_positions_are_ignored() {
     let classifier = load(&fixture("tiny-bert")).unwrap();
     let case = &reference("tiny-bert").cases[0];
-    let mask = tensor(&case.attention_mask);
+    let mask = tensor(&case.attention_mask, &Device::Cpu);
     let garbage: Vec<Vec<u32>> = case
         .input_ids
         .iter()
@@ -171,8 +186,8 @@ fn padded_positions_are_ignored() {
         .collect();
     let run = |ids: &[Vec<u32>]| -> Vec<Vec<f32>> {
         let input = EncoderInput {
-            input_ids: tensor(ids),
-            token_type_ids: tensor(&case.token_type_ids),
+            input_ids: tensor(ids, &Device::Cpu),
+            token_type_ids: tensor(&case.token_type_ids, &Device::Cpu),
             attention_mask: mask.clone(),
         };
         let model = classifier.model();

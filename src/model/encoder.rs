@@ -175,6 +175,17 @@ impl Layer {
         })
     }
 
+    fn linears_mut(&mut self) -> [&mut Linear; 6] {
+        [
+            &mut self.query,
+            &mut self.key,
+            &mut self.value,
+            &mut self.attention_output,
+            &mut self.ffn_in,
+            &mut self.ffn_out,
+        ]
+    }
+
     fn forward(&self, x: &Tensor, bias: &Tensor, train: bool) -> Result<Tensor> {
         let heads = self.config.num_heads;
         let context = ops::self_attention(
@@ -220,6 +231,17 @@ impl Encoder {
             embeddings: Embeddings::new(config, vb.pp("embeddings"))?,
             layers,
         })
+    }
+
+    /// Switches every dense layer of every transformer layer to int8 weights for CPU
+    /// inference (see [`Linear::quantize_int8`]); embeddings and LayerNorms stay f32.
+    pub fn quantize_int8(&mut self) -> Result<()> {
+        for layer in &mut self.layers {
+            for linear in layer.linears_mut() {
+                linear.quantize_int8()?;
+            }
+        }
+        Ok(())
     }
 
     /// Last hidden states, `(batch, seq, hidden)`. Dropout is applied only when `train`.

@@ -11,17 +11,17 @@ const LANES: usize = 16;
 
 /// Defines `$name` as a dispatcher over AVX-512 / AVX2 / baseline copies of `$body`.
 macro_rules! multiversion {
-    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $body:block) => {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$meta])*
-        $vis fn $name($($arg: $ty),*) {
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             #[inline(always)]
-            fn generic($($arg: $ty),*) $body
+            fn generic($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-                fn avx512($($arg: $ty),*) { generic($($arg),*) }
+                fn avx512($($arg: $ty),*) $(-> $ret)? { generic($($arg),*) }
                 #[target_feature(enable = "avx2,fma")]
-                fn avx2($($arg: $ty),*) { generic($($arg),*) }
+                fn avx2($($arg: $ty),*) $(-> $ret)? { generic($($arg),*) }
                 if std::arch::is_x86_feature_detected!("avx512f")
                     && std::arch::is_x86_feature_detected!("avx512vl")
                 {
@@ -39,6 +39,7 @@ macro_rules! multiversion {
         }
     };
 }
+pub(crate) use multiversion;
 
 /// `e^x` within 3 ulp for `x` in [-87, 88] (clamped outside; `e^-87` stands in for 0):
 /// Cody–Waite reduction to `r` in [-ln2/2, ln2/2], a degree-6 Taylor polynomial, and `2^n`
@@ -47,14 +48,19 @@ macro_rules! multiversion {
 pub fn exp(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
-    let x = x.clamp(-87.0, 88.0);
+    // max/min rather than clamp: a NaN becomes -87 here, so `n` below is always in range.
+    #[allow(clippy::manual_clamp)]
+    let x = x.max(-87.0).min(88.0);
     let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
     let r = (x - n * LN2_HI) - n * LN2_LO;
     let p = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    p * f32::from_bits(((n as i32 + 127) << 23) as u32)
+    // SAFETY: n is an integer in [-126, 127] (x was bounded above). Unlike `as`, which
+    // saturates and so stays scalar, this converts a whole vector at once.
+    let n = unsafe { n.to_int_unchecked::<i32>() };
+    p * f32::from_bits(((n + 127) << 23) as u32)
 }
 
 /// `x * Φ(x)` with Φ through the Abramowitz & Stegun 7.1.26 erf (absolute error ≤ 1.5e-7).

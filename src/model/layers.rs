@@ -1,24 +1,45 @@
 //! Parameterised layers shared by the encoder and the heads, built from a `VarBuilder`
 //! so the same code loads checkpoints (inference) and creates variables (training).
 
-use candle_core::{Module, Result, Tensor};
+use std::sync::Arc;
+
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
+use super::int8::Int8Linear;
 use super::ops;
 
 /// Standard deviation of fresh weights, as transformers' `initializer_range`.
 pub const INIT_STD: f64 = 0.02;
 
-/// A dense layer `x W^T + b` (see [`ops::linear`]).
+/// A dense layer `x W^T + b` (see [`ops::linear`]), optionally with an int8 copy of its
+/// weights that inference then uses instead ([`Linear::quantize_int8`]).
 #[derive(Debug, Clone)]
 pub struct Linear {
     weight: Tensor,
     bias: Tensor,
+    int8: Option<Arc<Int8Linear>>,
+}
+
+impl Linear {
+    /// Quantizes the weights to int8 (per output channel) for CPU inference; the f32 weights
+    /// stay for training and export. Forward passes then quantize activations per row and
+    /// carry no gradient.
+    pub fn quantize_int8(&mut self) -> Result<()> {
+        let (n, k) = self.weight.dims2()?;
+        let weight: Vec<f32> = self.weight.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        let bias: Vec<f32> = self.bias.to_dtype(DType::F32)?.to_vec1()?;
+        self.int8 = Some(Arc::new(Int8Linear::new(&weight, &bias, n, k)));
+        Ok(())
+    }
 }
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        ops::linear(x, &self.weight, &self.bias)
+        match &self.int8 {
+            Some(int8) => ops::linear_int8(x, int8),
+            None => ops::linear(x, &self.weight, &self.bias),
+        }
     }
 }
 
@@ -33,7 +54,11 @@ pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
         },
     )?;
     let bias = vb.get_with_hints(out_dim, "bias", Init::Const(0.0))?;
-    Ok(Linear { weight, bias })
+    Ok(Linear {
+        weight,
+        bias,
+        int8: None,
+    })
 }
 
 /// An embedding table, initialised like transformers when created fresh.

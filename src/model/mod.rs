@@ -6,6 +6,7 @@
 pub mod config;
 pub mod encoder;
 pub mod heads;
+pub mod int8;
 mod kernels;
 pub mod layers;
 pub mod ops;
@@ -65,6 +66,12 @@ impl Model {
             pooler,
             heads,
         })
+    }
+
+    /// Runs the encoder's dense layers with int8 weights from now on (CPU inference only;
+    /// the pooler and heads stay f32). See [`int8`].
+    pub fn quantize_int8(&mut self) -> Result<()> {
+        self.encoder.quantize_int8()
     }
 
     /// The configuration the model was built from.

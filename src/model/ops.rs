@@ -485,6 +485,50 @@ impl candle_core::CustomOp3 for FusedLinear {
     }
 }
 
+/// `x W^T + b` through int8 weights (see [`super::int8`]): f32 CPU input of any rank whose
+/// last dimension is the layer's input width. No gradient flows through it.
+pub fn linear_int8(x: &Tensor, layer: &std::sync::Arc<super::int8::Int8Linear>) -> Result<Tensor> {
+    if x.dtype() != DType::F32 || !x.device().is_cpu() {
+        candle_core::bail!(
+            "int8 layers run on f32 CPU tensors, not {:?} on {:?}",
+            x.dtype(),
+            x.device()
+        );
+    }
+    x.contiguous()?
+        .apply_op1_no_bwd(&Int8LinearOp(layer.clone()))
+}
+
+/// The kernel of [`linear_int8`].
+#[derive(Debug, Clone)]
+struct Int8LinearOp(std::sync::Arc<super::int8::Int8Linear>);
+
+impl candle_core::CustomOp1 for Int8LinearOp {
+    fn name(&self) -> &'static str {
+        "int8-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let layer = &self.0;
+        let mut dims = layout.dims().to_vec();
+        if dims.last() != Some(&layer.in_features()) {
+            candle_core::bail!(
+                "{}: input {:?} does not end in the layer's {} input features",
+                self.name(),
+                layout.shape(),
+                layer.in_features()
+            );
+        }
+        let out = layer.forward(contiguous_f32(self.name(), storage, layout)?);
+        *dims.last_mut().expect("checked above") = layer.out_features();
+        Ok((candle_core::CpuStorage::F32(out), dims.into()))
+    }
+}
+
 /// Mean of hidden states over unpadded positions: `(batch, seq, hidden)` → `(batch, hidden)`.
 pub fn masked_mean(hidden: &Tensor, mask: &Tensor) -> Result<Tensor> {
     let mask = mask.to_dtype(hidden.dtype())?.unsqueeze(2)?;

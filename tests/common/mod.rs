@@ -10,8 +10,13 @@ use serde::Deserialize;
 /// The tiny checkpoints made by `scripts/make_fixtures.py`.
 pub const TINY_MODELS: [&str; 3] = ["tiny-bert", "tiny-distilbert", "tiny-roberta"];
 
+/// A fixture under `tests/fixtures/` of the checkout named by `CARGO_MANIFEST_DIR` at run time
+/// (so a test binary built elsewhere, as for `scripts/gpu-check.sh`, reads this checkout's),
+/// else of the one it was built from.
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
         .join("tests/fixtures")
         .join(name)
 }
@@ -111,6 +116,18 @@ pub fn load(dir: &Path) -> standpoint::Result<standpoint::Classifier> {
         dir.to_str().unwrap(),
         &standpoint::ClassifierOptions::default(),
     )
+}
+
+/// The device and compute dtype the parity tests run on: `STANDPOINT_TEST_DEVICE`
+/// (`cpu` unless set, e.g. `cuda:0` in `scripts/gpu-check.sh`) and `STANDPOINT_TEST_DTYPE`
+/// (`f32` unless set).
+pub fn test_device_options() -> standpoint::ClassifierOptions {
+    let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
+    standpoint::ClassifierOptions {
+        device: standpoint::parse_device(&var("STANDPOINT_TEST_DEVICE", "cpu")).unwrap(),
+        dtype: Some(standpoint::parse_dtype(&var("STANDPOINT_TEST_DTYPE", "f32")).unwrap()),
+        ..standpoint::ClassifierOptions::default()
+    }
 }
 
 /// tiny-bert with two standpoint heads that share the imported classifier's weights:

@@ -1,0 +1,424 @@
+//! Int8 inference for dense layers: weights quantized symmetrically per output channel once
+//! (i8), activations per row on the fly over their own range (u8 with an offset: all 256 levels
+//! cover `[min, max]` of the row, which matters after GELU), products accumulated exactly in
+//! i32, then scaled back to f32.
+//!
+//! The product runs on AVX-512 VNNI (`vpdpbusd`: 64 u8×i8 multiply-adds per instruction, four
+//! times the f32 FMA rate) where the CPU has it, and on a plain scalar loop with the same integer
+//! arithmetic elsewhere, so both give the same result. Inference only: there is no backward.
+
+use rayon::prelude::*;
+
+use super::kernels::multiversion;
+
+/// Output columns per packed block: one 512-bit register of i32 accumulators.
+const COLUMNS: usize = 16;
+/// Rows of one micro-kernel call (6 rows × 4 column blocks = 24 accumulator registers).
+const ROWS: usize = 6;
+/// Column blocks of one micro-kernel call.
+const BLOCKS: usize = 4;
+/// Rows each parallel task quantizes and multiplies.
+const TASK_ROWS: usize = 8 * ROWS;
+
+/// A dense layer's weight `(n, k)` and bias `(n)`, quantized for [`Int8Linear::forward`].
+#[derive(Debug, Clone)]
+pub struct Int8Linear {
+    n: usize,
+    k: usize,
+    /// `k` rounded up to a multiple of 4 (one `vpdpbusd` lane takes four bytes).
+    k_padded: usize,
+    /// `[n / 16][k_padded / 4][16 columns][4 bytes]`, zero where padded.
+    packed: Vec<i8>,
+    /// Per output channel: `max |w| / 127`.
+    scales: Vec<f32>,
+    /// Per output channel: Σ_k of the quantized weights, to add back the rows' offsets.
+    column_sums: Vec<i32>,
+    bias: Vec<f32>,
+}
+
+impl Int8Linear {
+    /// Quantizes a row-major `(n, k)` weight and its bias.
+    ///
+    /// # Panics
+    /// If `weight.len() != n * k` or `bias.len() != n`.
+    pub fn new(weight: &[f32], bias: &[f32], n: usize, k: usize) -> Self {
+        assert_eq!(weight.len(), n * k, "int8 weight shape");
+        assert_eq!(bias.len(), n, "int8 bias shape");
+        let k_padded = k.div_ceil(4) * 4;
+        let blocks = n.div_ceil(COLUMNS);
+        let mut packed = vec![0i8; blocks * COLUMNS * k_padded];
+        let mut scales = vec![1f32; n];
+        let mut column_sums = vec![0i32; n];
+        if k > 0 {
+            weight
+                .par_chunks_exact(k)
+                .zip(scales.par_iter_mut())
+                .for_each(|(row, scale)| *scale = weight_scale(row));
+        }
+        for (j, row) in weight.chunks_exact(k.max(1)).enumerate().take(n) {
+            let scale = scales[j];
+            let (block, column) = (j / COLUMNS, j % COLUMNS);
+            for (kk, &w) in row.iter().enumerate() {
+                let q = (w / scale).round_ties_even().clamp(-127.0, 127.0) as i8;
+                column_sums[j] += i32::from(q);
+                let index = ((block * (k_padded / 4) + kk / 4) * COLUMNS + column) * 4 + kk % 4;
+                packed[index] = q;
+            }
+        }
+        Int8Linear {
+            n,
+            k,
+            k_padded,
+            packed,
+            scales,
+            column_sums,
+            bias: bias.to_vec(),
+        }
+    }
+
+    /// Output width.
+    pub fn out_features(&self) -> usize {
+        self.n
+    }
+
+    /// Input width.
+    pub fn in_features(&self) -> usize {
+        self.k
+    }
+
+    /// `x W^T + b` for `m = x.len() / k` rows of `x`, in parallel over blocks of rows.
+    pub fn forward(&self, x: &[f32]) -> Vec<f32> {
+        self.forward_with(x, Kernel::best())
+    }
+
+    fn forward_with(&self, x: &[f32], kernel: Kernel) -> Vec<f32> {
+        let (n, k) = (self.n, self.k);
+        let m = x.len().checked_div(k).unwrap_or(0);
+        let mut out = vec![0f32; m * n];
+        if n == 0 {
+            return out;
+        }
+        out.par_chunks_mut(TASK_ROWS * n)
+            .zip(x.par_chunks(TASK_ROWS * k.max(1)))
+            .for_each(|(out, x)| self.rows(x, out, kernel));
+        out
+    }
+
+    /// One task: quantize up to [`TASK_ROWS`] rows, multiply, scale back, add the bias.
+    fn rows(&self, x: &[f32], out: &mut [f32], kernel: Kernel) {
+        let (n, k, kp) = (self.n, self.k, self.k_padded);
+        let m = out.len() / n;
+        // Rows rounded up to whole micro-kernel calls (extra rows are never read back),
+        // columns to whole blocks.
+        let m_padded = m.div_ceil(ROWS) * ROWS;
+        let blocks = n.div_ceil(COLUMNS);
+        let n_padded = blocks * COLUMNS;
+        let mut quantized = vec![0u8; m_padded * kp];
+        let mut row_scales = vec![0f32; m];
+        let mut row_offsets = vec![0f32; m];
+        quantize_rows(x, k, kp, &mut quantized, &mut row_scales, &mut row_offsets);
+        let mut products = vec![0i32; m_padded * n_padded];
+        for first_block in (0..blocks).step_by(BLOCKS) {
+            let width = BLOCKS.min(blocks - first_block);
+            let b = &self.packed[first_block * COLUMNS * kp..][..width * COLUMNS * kp];
+            for first_row in (0..m).step_by(ROWS) {
+                let a = &quantized[first_row * kp..][..ROWS * kp];
+                let c = &mut products[first_row * n_padded + first_block * COLUMNS..];
+                kernel.run(a, b, kp, width, c, n_padded);
+            }
+        }
+        dequantize_rows(
+            &products,
+            n_padded,
+            &row_scales,
+            &row_offsets,
+            Dequantize {
+                column_sums: &self.column_sums,
+                scales: &self.scales,
+                bias: &self.bias,
+            },
+            out,
+        );
+    }
+}
+
+/// The per-channel scale with the least squared rounding error among clipping the row's
+/// largest magnitude at 100%, 99%, ..., 80% (a lone outlier otherwise coarsens every weight).
+fn weight_scale(row: &[f32]) -> f32 {
+    let max = row.iter().fold(0f32, |m, &w| m.max(w.abs()));
+    if max == 0.0 {
+        return 1.0;
+    }
+    (80..=100)
+        .map(|percent| max * percent as f32 / 100.0 / 127.0)
+        .map(|scale| (rounding_error(row, scale), scale))
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+        .map_or(max / 127.0, |(_, scale)| scale)
+}
+
+multiversion! {
+    /// Σ (scale · clamp(round(w / scale), ±127) − w)² over `row`, in lane-wise partial sums.
+    fn rounding_error(row: &[f32], scale: f32) -> f32 {
+        let inverse = 1.0 / scale;
+        let mut lanes = [0f32; 16];
+        let chunks = row.chunks_exact(16);
+        let tail: f32 = chunks
+            .remainder()
+            .iter()
+            .map(|&w| ((w * inverse).round_ties_even().clamp(-127.0, 127.0) * scale - w).powi(2))
+            .sum();
+        for chunk in chunks {
+            for (e, &w) in lanes.iter_mut().zip(chunk) {
+                let q = (w * inverse).round_ties_even().clamp(-127.0, 127.0);
+                *e += (q * scale - w) * (q * scale - w);
+            }
+        }
+        tail + lanes.iter().sum::<f32>()
+    }
+}
+
+multiversion! {
+    /// Quantizes each row of `k` values in `x` to `q = round((v − min) / scale)` (u8) with
+    /// `scale = (max − min) / 255`, so `v ≈ scale · q + min`, into rows of `kp` bytes of
+    /// `quantized` (padding stays 0).
+    fn quantize_rows(
+        x: &[f32],
+        k: usize,
+        kp: usize,
+        quantized: &mut [u8],
+        row_scales: &mut [f32],
+        row_offsets: &mut [f32],
+    ) {
+        for (((row, q), scale), offset) in x
+            .chunks_exact(k.max(1))
+            .zip(quantized.chunks_exact_mut(kp.max(1)))
+            .zip(row_scales.iter_mut())
+            .zip(row_offsets.iter_mut())
+        {
+            let (min, max) = row
+                .iter()
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+            *offset = min;
+            *scale = if max > min { (max - min) / 255.0 } else { 1.0 };
+            let inverse = 1.0 / *scale;
+            for (q, &v) in q.iter_mut().zip(row) {
+                #[allow(clippy::manual_clamp)] // clamp keeps NaN; max/min map it into range
+                let level = ((v - min) * inverse).round_ties_even().max(0.0).min(255.0);
+                // SAFETY: level is an integer in [0, 255] (max/min also turn NaN into 0);
+                // unlike `as`, which saturates and so stays scalar, this vectorises.
+                *q = unsafe { level.to_int_unchecked::<i32>() } as u8;
+            }
+        }
+    }
+}
+
+/// Per-output-channel terms of [`dequantize_rows`].
+#[derive(Clone, Copy)]
+struct Dequantize<'a> {
+    column_sums: &'a [i32],
+    scales: &'a [f32],
+    bias: &'a [f32],
+}
+
+multiversion! {
+    /// `out[i, j] = (row_scale[i] · products[i, j] + row_offset[i] · Σ_k q[j, k]) · scale[j]
+    /// + bias[j]`, since `x[i, k] ≈ row_scale[i] · a[i, k] + row_offset[i]` and
+    /// `w[j, k] ≈ scale[j] · q[j, k]`.
+    fn dequantize_rows(
+        products: &[i32],
+        stride: usize,
+        row_scales: &[f32],
+        row_offsets: &[f32],
+        terms: Dequantize<'_>,
+        out: &mut [f32],
+    ) {
+        let n = terms.bias.len();
+        for (((out, products), &row_scale), &row_offset) in out
+            .chunks_exact_mut(n)
+            .zip(products.chunks(stride))
+            .zip(row_scales)
+            .zip(row_offsets)
+        {
+            for (j, o) in out.iter_mut().enumerate() {
+                let exact = row_scale * products[j] as f32
+                    + row_offset * terms.column_sums[j] as f32;
+                *o = exact * terms.scales[j] + terms.bias[j];
+            }
+        }
+    }
+}
+
+/// Which integer product kernel runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kernel {
+    Scalar,
+    #[cfg(target_arch = "x86_64")]
+    Vnni,
+}
+
+impl Kernel {
+    fn best() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+        {
+            return Kernel::Vnni;
+        }
+        Kernel::Scalar
+    }
+
+    /// `c[r, col] = Σ_k a[r, k] · b[k, col]` for [`ROWS`] rows of `a` (u8, `kp` per row) and
+    /// `blocks` packed column blocks of `b`; rows of `c` are `stride` apart.
+    fn run(self, a: &[u8], b: &[i8], kp: usize, blocks: usize, c: &mut [i32], stride: usize) {
+        assert!(a.len() >= ROWS * kp && b.len() >= blocks * COLUMNS * kp && kp.is_multiple_of(4));
+        assert!(blocks <= BLOCKS && c.len() >= (ROWS - 1) * stride + blocks * COLUMNS);
+        match self {
+            Kernel::Scalar => scalar_kernel(a, b, kp, blocks, c, stride),
+            // SAFETY: `best` chose this kernel only where the CPU has AVX-512F and VNNI; the
+            // sizes were checked above.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Vnni => unsafe {
+                match blocks {
+                    4 => vnni_kernel::<4>(a, b, kp, c, stride),
+                    3 => vnni_kernel::<3>(a, b, kp, c, stride),
+                    2 => vnni_kernel::<2>(a, b, kp, c, stride),
+                    _ => vnni_kernel::<1>(a, b, kp, c, stride),
+                }
+            },
+        }
+    }
+}
+
+fn scalar_kernel(a: &[u8], b: &[i8], kp: usize, blocks: usize, c: &mut [i32], stride: usize) {
+    for r in 0..ROWS {
+        let row = &a[r * kp..][..kp];
+        for block in 0..blocks {
+            let packed = &b[block * COLUMNS * kp..][..COLUMNS * kp];
+            for column in 0..COLUMNS {
+                let mut sum = 0i32;
+                for (k, &v) in row.iter().enumerate() {
+                    let w = packed[((k / 4) * COLUMNS + column) * 4 + k % 4];
+                    sum += i32::from(v) * i32::from(w);
+                }
+                c[r * stride + block * COLUMNS + column] = sum;
+            }
+        }
+    }
+}
+
+/// The VNNI micro-kernel: [`ROWS`] rows × `B` blocks of 16 columns, accumulated in registers.
+///
+/// # Safety
+/// The CPU must support AVX-512F and AVX-512 VNNI, and the sizes must pass the checks of
+/// [`Kernel::run`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vnni")]
+unsafe fn vnni_kernel<const B: usize>(a: &[u8], b: &[i8], kp: usize, c: &mut [i32], stride: usize) {
+    use std::arch::x86_64::*;
+    let mut sums = [[_mm512_setzero_si512(); B]; ROWS];
+    let block_stride = COLUMNS * kp;
+    for step in 0..kp / 4 {
+        let mut weights = [_mm512_setzero_si512(); B];
+        for (block, w) in weights.iter_mut().enumerate() {
+            // SAFETY: 64 bytes at block * 16 * kp + step * 64, inside `b` (checked by the caller).
+            *w = unsafe {
+                _mm512_loadu_si512(b.as_ptr().add(block * block_stride + step * 64).cast())
+            };
+        }
+        for (r, sums) in sums.iter_mut().enumerate() {
+            // SAFETY: four bytes of row r at step * 4 + 3 < kp, inside `a`.
+            let four = unsafe {
+                std::ptr::read_unaligned(a.as_ptr().add(r * kp + step * 4).cast::<i32>())
+            };
+            let activations = _mm512_set1_epi32(four);
+            for (sum, &w) in sums.iter_mut().zip(&weights) {
+                *sum = _mm512_dpbusd_epi32(*sum, activations, w);
+            }
+        }
+    }
+    for (r, sums) in sums.iter().enumerate() {
+        for (block, sum) in sums.iter().enumerate() {
+            // SAFETY: 16 i32 at r * stride + block * 16, inside `c` (checked by the caller).
+            unsafe {
+                _mm512_storeu_si512(
+                    c.as_mut_ptr().add(r * stride + block * COLUMNS).cast(),
+                    *sum,
+                )
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn irregular(n: usize, seed: f32, scale: f32) -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i as f32 + seed) * 0.754_877_7).fract() - 0.5) * scale)
+            .collect()
+    }
+
+    fn reference(x: &[f32], w: &[f32], b: &[f32], n: usize, k: usize) -> Vec<f32> {
+        let m = x.len() / k;
+        let mut out = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                out[i * n + j] = b[j] + (0..k).map(|t| x[i * k + t] * w[j * k + t]).sum::<f32>();
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn close_to_the_f32_product_on_odd_shapes() {
+        // Sizes off every block: rows (6, 48), columns (16, 64), depth (4).
+        for (m, n, k) in [
+            (1usize, 1usize, 1usize),
+            (7, 5, 6),
+            (53, 70, 37),
+            (100, 64, 384),
+        ] {
+            let x = irregular(m * k, 0.0, 4.0);
+            let w = irregular(n * k, 1.0, 0.2);
+            let b = irregular(n, 2.0, 1.0);
+            let want = reference(&x, &w, &b, n, k);
+            let got = Int8Linear::new(&w, &b, n, k).forward(&x);
+            assert_eq!(got.len(), want.len());
+            // Per-product error ≤ half a step of each factor: bound it by the sum of magnitudes.
+            let bound = 0.2 * 4.0 * k as f32 * (1.0 / 127.0);
+            for (i, (w, g)) in want.iter().zip(&got).enumerate() {
+                assert!((w - g).abs() <= bound, "{m}x{n}x{k}[{i}]: {w} vs {g}");
+            }
+        }
+    }
+
+    #[test]
+    fn vector_and_scalar_kernels_agree_exactly() {
+        if Kernel::best() == Kernel::Scalar {
+            eprintln!("no AVX-512 VNNI here: only the scalar kernel runs");
+            return;
+        }
+        for (m, n, k) in [(7usize, 5usize, 6usize), (53, 70, 37), (61, 200, 96)] {
+            let x = irregular(m * k, 3.0, 4.0);
+            let w = irregular(n * k, 4.0, 0.2);
+            let b = irregular(n, 5.0, 1.0);
+            let layer = Int8Linear::new(&w, &b, n, k);
+            assert_eq!(
+                layer.forward_with(&x, Kernel::Scalar),
+                layer.forward_with(&x, Kernel::best()),
+                "{m}x{n}x{k}"
+            );
+        }
+    }
+
+    #[test]
+    fn zero_rows_and_zero_weights_give_the_bias() {
+        let layer = Int8Linear::new(&[0.0; 12], &[1.5, -2.0, 0.25], 3, 4);
+        assert_eq!(
+            layer.forward(&[0.0; 8]),
+            vec![1.5, -2.0, 0.25, 1.5, -2.0, 0.25]
+        );
+        assert!(layer.forward(&[]).is_empty());
+    }
+}
