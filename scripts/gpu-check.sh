@@ -17,7 +17,8 @@
 #
 # Inputs (env): MINILM (all-MiniLM-L6-v2 folder), CORPUS (bench corpus), FT_TRAIN / FT_DEV
 # (stance JSONL for the fine-tune; default data/train-examples), FT_EPOCHS (default 2),
-# PYTHON (with torch + transformers; default python3), BENCH_RUNS (default 3).
+# PYTHON (with torch + transformers; default python3), BENCH_RUNS (default 3), BENCH_STEPS
+# (timed training steps, default 20).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:?usage: gpu-check.sh bundle [OUT] | run [BUNDLE] [DEVICE]}
@@ -32,12 +33,12 @@ if [ "$mode" = bundle ]; then
     export CUDA_HOME=$CUDA_PY/nvidia/cu13 NVCC=$CUDA_PY/nvidia/cu13/bin/nvcc
     export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90} CUDARC_CUDA_VERSION=13000 CUDAFORGE_THREADS=${CUDAFORGE_THREADS:-2}
   fi
-  args=(--release ${features:+--features "$features"} --message-format=json-render-diagnostics)
+  args=(${features:+--features "$features"} --message-format=json-render-diagnostics)
   mkdir -p "$out"
   built=$(mktemp)
-  cargo build "${args[@]}" --bin standpoint >"$built"
+  cargo build --release "${args[@]}" --bin standpoint >"$built"
   cargo bench --no-run "${args[@]}" --bench infer --bench train >>"$built"
-  cargo test --no-run "${args[@]}" --test parity >>"$built"
+  cargo test --release --no-run "${args[@]}" --test parity >>"$built"
   python3 - "$built" "$out" <<'EOF'
 import gzip, json, shutil, sys
 names = {("bin", "standpoint"): "standpoint", ("bench", "infer"): "bench-infer",
@@ -72,6 +73,7 @@ FT_DEV=${FT_DEV:-data/train-examples/stance-dev.jsonl}
 FT_EPOCHS=${FT_EPOCHS:-2}
 PYTHON=${PYTHON:-python3}
 RUNS=${BENCH_RUNS:-3}
+STEPS=${BENCH_STEPS:-20}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 for f in standpoint bench-infer bench-train test-parity; do
@@ -143,10 +145,10 @@ for dtype in f32 bf16; do
   "$work/bench-infer" --model "$MINILM" --corpus "$CORPUS" --device "$device" --dtype "$dtype" --modes f32 \
     --bs $sizes --runs "$RUNS" | sed "s/mode=f32/dtype=$dtype/" | grep RESULT | tee -a "$work/ours.txt"
 done
-"$work/bench-train" --model "$MINILM" --corpus "$CORPUS" --device "$device" 2>/dev/null | grep RESULT | tee -a "$work/ours.txt"
+"$work/bench-train" --model "$MINILM" --corpus "$CORPUS" --device "$device" --steps "$STEPS" 2>/dev/null | grep RESULT | tee -a "$work/ours.txt"
 torch_device=${device/cuda:*/cuda}
 "$PYTHON" scripts/bench_torch_device.py --model "$MINILM" --corpus "$CORPUS" --device "$torch_device" \
-  --dtype f32,bf16 --bs $sizes --runs "$RUNS" | grep RESULT | tee "$work/theirs.txt"
+  --dtype f32,bf16 --bs $sizes --runs "$RUNS" --steps "$STEPS" | grep RESULT | tee "$work/theirs.txt"
 "$PYTHON" - "$work/ours.txt" "$work/theirs.txt" <<'EOF'
 import re, sys
 def grab(path, pattern):
