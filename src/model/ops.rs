@@ -359,9 +359,9 @@ impl candle_core::CustomOp3 for FusedAttention {
         let grad_q = (grad_scores.matmul(&k)? * scale)?;
         let grad_k = (grad_scores.t()?.matmul(&q)? * scale)?;
         Ok((
-            Some(merge_heads(&grad_q)?),
-            Some(merge_heads(&grad_k)?),
-            Some(merge_heads(&grad_v)?),
+            Some(merge_heads(&grad_q)?.detach()),
+            Some(merge_heads(&grad_k)?.detach()),
+            Some(merge_heads(&grad_v)?.detach()),
         ))
     }
 }
@@ -481,7 +481,11 @@ impl candle_core::CustomOp3 for FusedLinear {
         let grad_x = grad_rows.matmul(weight)?.reshape(x.shape())?;
         let grad_w = grad_rows.t()?.matmul(&x.reshape(((), k))?)?;
         let grad_b = grad_rows.sum(0)?;
-        Ok((Some(grad_x), Some(grad_w), Some(grad_b)))
+        Ok((
+            Some(grad_x.detach()),
+            Some(grad_w.detach()),
+            Some(grad_b.detach()),
+        ))
     }
 }
 

@@ -129,6 +129,10 @@ impl AdamW {
         let scale_v = 1.0 / (1.0 - beta2.powi(self.step as i32));
         for (param, grad) in self.params.iter_mut().zip(grads) {
             let Some(g) = grad else { continue };
+            // A gradient can still carry the graph that computed it (custom ops' backward
+            // passes are candle ops on forward tensors); the moments must not keep that graph,
+            // and with it every step's activations, alive.
+            let g = &g.detach();
             let lr_lambda = if param.decay { lr * weight_decay } else { 0.0 };
             let next_m = ((&param.first_moment * beta1)? + (g * (1.0 - beta1))?)?;
             let next_v = ((&param.second_moment * beta2)? + (g.sqr()? * (1.0 - beta2))?)?;
