@@ -108,18 +108,8 @@ echo "== 2. default model on the corpus: $device vs cpu f32"
 for dtype in f32 bf16; do
   "$work/standpoint" classify -i "$work/corpus.jsonl" -o "$work/$device-$dtype.jsonl" --device "$device" --dtype "$dtype"
   rc=0
-  "$PYTHON" - "$work/cpu.jsonl" "$work/$device-$dtype.jsonl" "$dtype" <<'EOF' || rc=$?
-import json, sys
-a = [json.loads(l) for l in open(sys.argv[1])]
-b = [json.loads(l) for l in open(sys.argv[2])]
-assert len(a) == len(b) and a, "row counts differ"
-worst = 1.0
-for head in a[0]["predictions"]:
-    same = sum(x["predictions"][head]["label"] == y["predictions"][head]["label"] for x, y in zip(a, b))
-    worst = min(worst, same / len(a))
-    print(f"RESULT agreement dtype={sys.argv[3]} head={head} {same}/{len(a)} = {same / len(a):.4f}")
-sys.exit(0 if worst >= 0.995 else 1)
-EOF
+  "$PYTHON" scripts/compare-labels.py "$work/cpu.jsonl" "$work/$device-$dtype.jsonl" 0.995 |
+    sed "s/agreement/agreement dtype=$dtype/" || rc=$?
   verdict "agreement $dtype >= 99.5%" $rc
 done
 

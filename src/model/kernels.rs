@@ -138,16 +138,6 @@ fn softmax_in_place(row: &mut [f32]) {
     row.iter_mut().for_each(|v| *v *= inv);
 }
 
-multiversion! {
-    /// Softmax over each row of `width` values: `out` row = softmax(`input` row).
-    pub fn softmax_rows(input: &[f32], out: &mut [f32], width: usize) {
-        out.copy_from_slice(input);
-        for row in out.chunks_exact_mut(width) {
-            softmax_in_place(row);
-        }
-    }
-}
-
 /// Shape of one sequence's self-attention: `seq` tokens, `heads` heads of `head_dim` values,
 /// rows of `heads * head_dim` values (the layout the Q/K/V projections produce).
 #[derive(Debug, Clone, Copy)]
@@ -298,8 +288,8 @@ mod tests {
     #[test]
     fn softmax_rows_sum_to_one_and_ignore_masked_scores() {
         let input = [1.0f32, 2.0, 3.0, -1.0e4, 0.5, 0.5, 0.5, 0.5];
-        let mut out = [0f32; 8];
-        softmax_rows(&input, &mut out, 4);
+        let mut out = input;
+        softmax_rows_in_place(&mut out, 4);
         let e: Vec<f32> = [1.0f32, 2.0, 3.0].iter().map(|v| (v - 3.0).exp()).collect();
         let total: f32 = e.iter().sum();
         for (got, want) in out[..3].iter().zip(&e) {
