@@ -12,6 +12,10 @@
 
 mod common;
 
+/// As the `standpoint` binary (see src/main.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use common::arg;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -9,6 +9,10 @@
 
 mod common;
 
+/// As the `standpoint` binary (see src/main.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use common::arg;
 use std::path::PathBuf;
 use std::time::Instant;

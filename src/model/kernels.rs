@@ -1,7 +1,7 @@
-//! Slice-level f32 CPU kernels behind the fused ops in [`super::ops`]: exact GELU, row softmax
-//! and per-sequence self-attention.
+//! Slice-level f32 CPU kernels behind the fused ops in [`super::ops`]: exact GELU, LayerNorm,
+//! row softmax (each with its backward) and per-sequence self-attention.
 //!
-//! The element-wise kernels is written once as plain loops over fixed-width lanes and compiled three times
+//! The element-wise kernels are written once as plain loops over fixed-width lanes and compiled three times
 //! (AVX-512, AVX2+FMA, baseline); the widest version the CPU supports is picked at run time.
 //! That lets the compiler vectorise without a per-CPU build, and keeps the code portable.
 //! `exp` is a polynomial here because libm's `expf` is a scalar call that blocks vectorisation.
@@ -67,9 +67,10 @@ pub fn exp(x: f32) -> f32 {
     if x < FLUSH_BELOW { 0.0 } else { value }
 }
 
-/// `x * Φ(x)` with Φ through the Abramowitz & Stegun 7.1.26 erf (absolute error ≤ 1.5e-7).
+/// Φ(x), the standard normal CDF, through the Abramowitz & Stegun 7.1.26 erf (absolute error
+/// ≤ 1.5e-7).
 #[inline(always)]
-pub fn gelu_erf(x: f32) -> f32 {
+fn normal_cdf(x: f32) -> f32 {
     const P: f32 = 0.327_591_1;
     const A: [f32; 5] = [
         0.254_829_6,
@@ -82,7 +83,13 @@ pub fn gelu_erf(x: f32) -> f32 {
     let t = 1.0 / (1.0 + P * z);
     let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
     let erf_abs = 1.0 - poly * exp(-z * z);
-    0.5 * x * (1.0 + erf_abs.copysign(x))
+    0.5 * (1.0 + erf_abs.copysign(x))
+}
+
+/// `x * Φ(x)`.
+#[inline(always)]
+pub fn gelu_erf(x: f32) -> f32 {
+    x * normal_cdf(x)
 }
 
 multiversion! {
@@ -90,6 +97,132 @@ multiversion! {
     pub fn gelu_erf_slice(input: &[f32], out: &mut [f32]) {
         for (o, &x) in out.iter_mut().zip(input) {
             *o = gelu_erf(x);
+        }
+    }
+}
+
+multiversion! {
+    /// The backward of [`gelu_erf`]: `out[i] = grad[i] · (Φ(x) + x φ(x))` at `x = input[i]`.
+    pub fn gelu_erf_grad_slice(input: &[f32], grad: &[f32], out: &mut [f32]) {
+        // 1 / sqrt(2π)
+        const INV_SQRT_2PI: f32 = 0.398_942_3;
+        for ((o, &x), &g) in out.iter_mut().zip(input).zip(grad) {
+            let density = INV_SQRT_2PI * exp(-0.5 * x * x);
+            *o = g * (normal_cdf(x) + x * density);
+        }
+    }
+}
+
+/// `Σ f(v)` over `row`, in lane-wise partial sums so that the loop vectorises.
+#[inline(always)]
+fn lane_sum(row: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut lanes = [0f32; LANES];
+    let chunks = row.chunks_exact(LANES);
+    let tail: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
+    for chunk in chunks {
+        for (s, &v) in lanes.iter_mut().zip(chunk) {
+            *s += f(v);
+        }
+    }
+    tail + lanes.iter().sum::<f32>()
+}
+
+/// Mean and `1 / sqrt(variance + eps)` of a row (two passes: the centred sum of squares
+/// does not cancel the way `E[x²] − E[x]²` does).
+#[inline(always)]
+fn row_moments(row: &[f32], eps: f32) -> (f32, f32) {
+    let width = row.len().max(1) as f32;
+    let mean = lane_sum(row, |v| v) / width;
+    let variance = lane_sum(row, |v| (v - mean) * (v - mean)) / width;
+    (mean, 1.0 / (variance + eps).sqrt())
+}
+
+multiversion! {
+    /// LayerNorm of each row of `gamma.len()` values: `(x − mean) / sqrt(var + eps) · γ + β`.
+    pub fn layer_norm_rows(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, out: &mut [f32]) {
+        let width = gamma.len().max(1);
+        for (row, out) in x.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
+            let (mean, inv) = row_moments(row, eps);
+            for (((o, &v), &g), &b) in out.iter_mut().zip(row).zip(gamma).zip(beta) {
+                *o = (v - mean) * inv * g + b;
+            }
+        }
+    }
+}
+
+/// Gradients of [`layer_norm_rows`] for a block of rows; see [`layer_norm_grad_rows`].
+pub struct LayerNormGrads<'a> {
+    /// Gradient with respect to the input rows (written).
+    pub input: &'a mut [f32],
+    /// `Σ_rows grad · x̂` is added here.
+    pub gamma: &'a mut [f32],
+    /// `Σ_rows grad` is added here.
+    pub beta: &'a mut [f32],
+}
+
+multiversion! {
+    /// Backward of [`layer_norm_rows`] for rows of `x` and the upstream `grad`:
+    /// `dx = (ĝ − mean(ĝ) − x̂ · mean(ĝ x̂)) / sqrt(var + eps)` with `ĝ = grad · γ` and
+    /// `x̂ = (x − mean) / sqrt(var + eps)`; `dγ += Σ grad · x̂`, `dβ += Σ grad`.
+    pub fn layer_norm_grad_rows(
+        x: &[f32],
+        gamma: &[f32],
+        grad: &[f32],
+        eps: f32,
+        out: LayerNormGrads<'_>,
+    ) {
+        let width = gamma.len().max(1);
+        for ((row, g), dx) in x
+            .chunks_exact(width)
+            .zip(grad.chunks_exact(width))
+            .zip(out.input.chunks_exact_mut(width))
+        {
+            let (mean, inv) = row_moments(row, eps);
+            let (mut sum_g, mut sum_gx) = ([0f32; LANES], [0f32; LANES]);
+            let chunks = row
+                .chunks(LANES)
+                .zip(g.chunks(LANES))
+                .zip(gamma.chunks(LANES))
+                .zip(out.gamma.chunks_mut(LANES).zip(out.beta.chunks_mut(LANES)));
+            for (((row, g), gamma), (dgamma, dbeta)) in chunks {
+                for lane in 0..row.len() {
+                    let normed = (row[lane] - mean) * inv;
+                    let scaled = g[lane] * gamma[lane];
+                    sum_g[lane] += scaled;
+                    sum_gx[lane] += scaled * normed;
+                    dgamma[lane] += g[lane] * normed;
+                    dbeta[lane] += g[lane];
+                }
+            }
+            let mean_g = sum_g.iter().sum::<f32>() / width as f32;
+            let mean_gx = sum_gx.iter().sum::<f32>() / width as f32;
+            for (((d, &v), &g), &gm) in dx.iter_mut().zip(row).zip(g).zip(gamma) {
+                let normed = (v - mean) * inv;
+                *d = (g * gm - mean_g - normed * mean_gx) * inv;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// Backward of a row softmax: `out = y ⊙ (grad − Σ grad ⊙ y)` per row of `width` values.
+    pub fn softmax_grad_rows(y: &[f32], grad: &[f32], out: &mut [f32], width: usize) {
+        let width = width.max(1);
+        for ((y, g), out) in y
+            .chunks_exact(width)
+            .zip(grad.chunks_exact(width))
+            .zip(out.chunks_exact_mut(width))
+        {
+            let mut lanes = [0f32; LANES];
+            for (y, g) in y.chunks(LANES).zip(g.chunks(LANES)) {
+                for ((s, &p), &g) in lanes.iter_mut().zip(y).zip(g) {
+                    *s += p * g;
+                }
+            }
+            let dot = lanes.iter().sum::<f32>();
+            for ((o, &p), &g) in out.iter_mut().zip(y).zip(g) {
+                *o = p * (g - dot);
+            }
         }
     }
 }

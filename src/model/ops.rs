@@ -19,8 +19,19 @@ use super::kernels;
 const MASKED_SCORE: f64 = -1.0e4;
 
 /// LayerNorm over the last dimension, computed in f32 for half-precision inputs.
+///
+/// On f32 CPU tensors it is one parallel pass per row ([`FusedLayerNorm`]), with a backward
+/// kernel for the input, weight and bias; elsewhere a composition of candle ops. Both are
+/// differentiable.
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
     let dtype = x.dtype();
+    if x.device().is_cpu() && [dtype, weight.dtype(), bias.dtype()] == [DType::F32; 3] {
+        return x.contiguous()?.apply_op3(
+            &weight.contiguous()?,
+            &bias.contiguous()?,
+            FusedLayerNorm { eps: eps as f32 },
+        );
+    }
     let x = match dtype {
         DType::F16 | DType::BF16 => x.to_dtype(DType::F32)?,
         _ => x.clone(),
@@ -35,11 +46,151 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
         .broadcast_add(bias)
 }
 
-/// The feed-forward activation. In inference (`train == false`) on f32 CPU tensors, exact
-/// GELU runs as one parallel kernel ([`GeluErf`]); training keeps candle's op and its backward.
-pub fn activation(x: &Tensor, kind: Activation, train: bool) -> Result<Tensor> {
+/// The kernel of [`layer_norm`] on f32 CPU tensors: arguments `x`, `weight`, `bias`.
+#[derive(Debug, Clone, Copy)]
+pub struct FusedLayerNorm {
+    eps: f32,
+}
+
+/// The width of a LayerNorm whose input is `x_layout` and whose weight and bias are
+/// `w_layout` and `b_layout`; an error naming `op` if they do not fit.
+fn layer_norm_width(
+    op: &str,
+    x_layout: &candle_core::Layout,
+    w_layout: &candle_core::Layout,
+    b_layout: &candle_core::Layout,
+) -> Result<usize> {
+    let width = x_layout.dims().last().copied().unwrap_or(0);
+    if width == 0 || w_layout.dims() != [width] || b_layout.dims() != [width] {
+        candle_core::bail!(
+            "{op}: input {:?}, weight {:?} and bias {:?} do not fit",
+            x_layout.shape(),
+            w_layout.shape(),
+            b_layout.shape()
+        );
+    }
+    Ok(width)
+}
+
+impl candle_core::CustomOp3 for FusedLayerNorm {
+    fn name(&self) -> &'static str {
+        "fused-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &candle_core::CpuStorage,
+        x_layout: &candle_core::Layout,
+        w: &candle_core::CpuStorage,
+        w_layout: &candle_core::Layout,
+        b: &candle_core::CpuStorage,
+        b_layout: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let width = layer_norm_width(self.name(), x_layout, w_layout, b_layout)?;
+        let gamma = contiguous_f32(self.name(), w, w_layout)?;
+        let beta = contiguous_f32(self.name(), b, b_layout)?;
+        map_rows_parallel(self.name(), x, x_layout, width, |input, out| {
+            kernels::layer_norm_rows(input, gamma, beta, self.eps, out)
+        })
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _bias: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let width = weight.elem_count();
+        let rows = x.elem_count() / width.max(1);
+        // One kernel computes all three: dx rows, then a row of dγ and a row of dβ.
+        let packed = x.contiguous()?.apply_op3_no_bwd(
+            &weight.contiguous()?,
+            &grad_res.contiguous()?,
+            &LayerNormGrad { eps: self.eps },
+        )?;
+        Ok((
+            Some(packed.narrow(0, 0, rows)?.reshape(x.shape())?),
+            Some(packed.get(rows)?),
+            Some(packed.get(rows + 1)?),
+        ))
+    }
+}
+
+/// Backward of [`FusedLayerNorm`]: arguments `x`, `weight`, upstream gradient; result
+/// `(rows + 2, width)`: the input's gradient rows, then the weight's and the bias's gradient.
+#[derive(Debug, Clone, Copy)]
+struct LayerNormGrad {
+    eps: f32,
+}
+
+impl candle_core::CustomOp3 for LayerNormGrad {
+    fn name(&self) -> &'static str {
+        "fused-layer-norm-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &candle_core::CpuStorage,
+        x_layout: &candle_core::Layout,
+        w: &candle_core::CpuStorage,
+        w_layout: &candle_core::Layout,
+        g: &candle_core::CpuStorage,
+        g_layout: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use rayon::prelude::*;
+        if g_layout.shape() != x_layout.shape() {
+            candle_core::bail!(
+                "{}: gradient {:?} does not match input {:?}",
+                self.name(),
+                g_layout.shape(),
+                x_layout.shape()
+            );
+        }
+        let width = layer_norm_width(self.name(), x_layout, w_layout, w_layout)?;
+        let (x, gamma, g) = (
+            contiguous_f32(self.name(), x, x_layout)?,
+            contiguous_f32(self.name(), w, w_layout)?,
+            contiguous_f32(self.name(), g, g_layout)?,
+        );
+        let rows = x.len() / width;
+        let mut out = vec![0f32; (rows + 2) * width];
+        let (input_grad, param_grads) = out.split_at_mut(rows * width);
+        let task = (TASK_ELEMENTS / width).max(1) * width;
+        let (dgamma, dbeta) = input_grad
+            .par_chunks_mut(task)
+            .zip(x.par_chunks(task).zip(g.par_chunks(task)))
+            .map(|(dx, (x, g))| {
+                let (mut dgamma, mut dbeta) = (vec![0f32; width], vec![0f32; width]);
+                let grads = kernels::LayerNormGrads {
+                    input: dx,
+                    gamma: &mut dgamma,
+                    beta: &mut dbeta,
+                };
+                kernels::layer_norm_grad_rows(x, gamma, g, self.eps, grads);
+                (dgamma, dbeta)
+            })
+            .reduce(
+                || (vec![0f32; width], vec![0f32; width]),
+                |(mut ga, mut ba), (gb, bb)| {
+                    ga.iter_mut().zip(gb).for_each(|(a, b)| *a += b);
+                    ba.iter_mut().zip(bb).for_each(|(a, b)| *a += b);
+                    (ga, ba)
+                },
+            );
+        param_grads[..width].copy_from_slice(&dgamma);
+        param_grads[width..].copy_from_slice(&dbeta);
+        Ok((candle_core::CpuStorage::F32(out), (rows + 2, width).into()))
+    }
+}
+
+/// The feed-forward activation. On f32 CPU tensors exact GELU runs as one parallel kernel
+/// with a backward kernel ([`GeluErf`]); elsewhere candle's ops. `train` is accepted so that
+/// activations with training-only behaviour can be added without touching the callers.
+pub fn activation(x: &Tensor, kind: Activation, _train: bool) -> Result<Tensor> {
     match kind {
-        Activation::Gelu if !train && x.dtype() == DType::F32 && x.device().is_cpu() => {
+        Activation::Gelu if x.dtype() == DType::F32 && x.device().is_cpu() => {
             x.contiguous()?.apply_op1(GeluErf)
         }
         Activation::Gelu => x.gelu_erf(),
@@ -50,8 +201,9 @@ pub fn activation(x: &Tensor, kind: Activation, train: bool) -> Result<Tensor> {
 
 /// Exact GELU, `x * Φ(x)`, for contiguous f32 CPU tensors: erf from Abramowitz & Stegun
 /// 7.1.26 (absolute error ≤ 1.5e-7), split over rayon's threads. candle's own `gelu_erf` runs
-/// libm's scalar `erff` on one thread, which took 13% of inference time. Its backward,
-/// `Φ(x) + x φ(x)`, is composed from candle ops, so gradients flow through it exactly.
+/// libm's scalar `erff` on one thread, which took 13% of inference time (and its backward
+/// another 8% of a training step). The backward, `grad · (Φ(x) + x φ(x))`, is one parallel
+/// pass too ([`kernels::gelu_erf_grad_slice`]).
 #[derive(Debug, Clone, Copy)]
 pub struct GeluErf;
 
@@ -103,12 +255,59 @@ impl candle_core::CustomOp1 for GeluErf {
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        let cdf = ((arg * std::f64::consts::FRAC_1_SQRT_2)?.erf()? + 1.0)? * 0.5;
-        let pdf = (arg.sqr()? * -0.5)?.exp()?
-            * (0.5 * std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2);
-        let slope = (cdf? + (arg * pdf?)?)?;
-        Ok(Some(grad_res.mul(&slope)?))
+        let grad = arg
+            .contiguous()?
+            .apply_op2_no_bwd(&grad_res.contiguous()?, &GeluErfGrad)?;
+        Ok(Some(grad))
     }
+}
+
+/// Backward of [`GeluErf`]: arguments `x` and the upstream gradient.
+#[derive(Debug, Clone, Copy)]
+struct GeluErfGrad;
+
+impl candle_core::CustomOp2 for GeluErfGrad {
+    fn name(&self) -> &'static str {
+        "gelu-erf-parallel-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &candle_core::CpuStorage,
+        x_layout: &candle_core::Layout,
+        g: &candle_core::CpuStorage,
+        g_layout: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        zip_rows_parallel(self.name(), (x, x_layout), (g, g_layout), 1, |x, g, out| {
+            kernels::gelu_erf_grad_slice(x, g, out)
+        })
+    }
+}
+
+/// Applies `kernel(a rows, b rows, output rows)` to whole rows of `width` elements of two
+/// contiguous f32 tensors of one shape, in parallel tasks of about [`TASK_ELEMENTS`] elements.
+fn zip_rows_parallel(
+    op: &str,
+    a: (&candle_core::CpuStorage, &candle_core::Layout),
+    b: (&candle_core::CpuStorage, &candle_core::Layout),
+    width: usize,
+    kernel: impl Fn(&[f32], &[f32], &mut [f32]) + Sync,
+) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+    use rayon::prelude::*;
+    if a.1.shape() != b.1.shape() {
+        candle_core::bail!(
+            "{op}: shapes {:?} and {:?} differ",
+            a.1.shape(),
+            b.1.shape()
+        );
+    }
+    let (first, second) = (contiguous_f32(op, a.0, a.1)?, contiguous_f32(op, b.0, b.1)?);
+    let mut out = vec![0f32; first.len()];
+    let task = (TASK_ELEMENTS / width.max(1)).max(1) * width.max(1);
+    out.par_chunks_mut(task)
+        .zip(first.par_chunks(task).zip(second.par_chunks(task)))
+        .for_each(|(o, (a, b))| kernel(a, b, o));
+    Ok((candle_core::CpuStorage::F32(out), a.1.shape().clone()))
 }
 
 /// Softmax over the last dimension: one parallel pass per row for contiguous f32 CPU
@@ -144,8 +343,37 @@ impl candle_core::CustomOp1 for SoftmaxLastDim {
     }
 
     fn bwd(&self, _arg: &Tensor, res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        let dot = (grad_res * res)?.sum_keepdim(D::Minus1)?;
-        Ok(Some((grad_res.broadcast_sub(&dot)? * res)?))
+        let grad = res
+            .contiguous()?
+            .apply_op2_no_bwd(&grad_res.contiguous()?, &SoftmaxGrad)?;
+        Ok(Some(grad))
+    }
+}
+
+/// Backward of [`SoftmaxLastDim`]: arguments the softmax output and the upstream gradient.
+#[derive(Debug, Clone, Copy)]
+struct SoftmaxGrad;
+
+impl candle_core::CustomOp2 for SoftmaxGrad {
+    fn name(&self) -> &'static str {
+        "softmax-last-dim-parallel-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        y: &candle_core::CpuStorage,
+        y_layout: &candle_core::Layout,
+        g: &candle_core::CpuStorage,
+        g_layout: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let width = y_layout.dims().last().copied().unwrap_or(1).max(1);
+        zip_rows_parallel(
+            self.name(),
+            (y, y_layout),
+            (g, g_layout),
+            width,
+            |y, g, out| kernels::softmax_grad_rows(y, g, out, width),
+        )
     }
 }
 
@@ -481,12 +709,52 @@ impl candle_core::CustomOp3 for FusedLinear {
         let grad_rows = grad_res.reshape(((), n))?;
         let grad_x = grad_rows.matmul(weight)?.reshape(x.shape())?;
         let grad_w = grad_rows.t()?.matmul(&x.reshape(((), k))?)?;
-        let grad_b = grad_rows.sum(0)?;
+        let grad_b = grad_rows.contiguous()?.apply_op1_no_bwd(&ColumnSums)?;
         Ok((
             Some(grad_x.detach()),
             Some(grad_w.detach()),
             Some(grad_b.detach()),
         ))
+    }
+}
+
+/// Sums over the rows of a contiguous f32 `(rows, width)` CPU tensor: `(width)`. candle's
+/// `sum(0)` walks the columns with a stride and took 6% of a training step for the dense
+/// layers' bias gradients; this adds whole rows, in parallel blocks of rows.
+#[derive(Debug, Clone, Copy)]
+struct ColumnSums;
+
+impl candle_core::CustomOp1 for ColumnSums {
+    fn name(&self) -> &'static str {
+        "column-sums"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use rayon::prelude::*;
+        let (_, width) = layout.shape().dims2()?;
+        let values = contiguous_f32(self.name(), storage, layout)?;
+        let task = (TASK_ELEMENTS / width.max(1)).max(1) * width.max(1);
+        let add_rows = |mut sums: Vec<f32>, block: &[f32]| {
+            for row in block.chunks_exact(width) {
+                sums.iter_mut().zip(row).for_each(|(s, &v)| *s += v);
+            }
+            sums
+        };
+        let sums = values
+            .par_chunks(task)
+            .fold(|| vec![0f32; width], add_rows)
+            .reduce(
+                || vec![0f32; width],
+                |mut a, b| {
+                    a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+                    a
+                },
+            );
+        Ok((candle_core::CpuStorage::F32(sums), width.into()))
     }
 }
 
@@ -762,6 +1030,54 @@ mod kernel_tests {
     }
 
     #[test]
+    fn fused_layer_norm_matches_the_composition_forward_and_backward() {
+        // Widths below, at and off the 16-lane chunks; rows beyond one parallel task.
+        for (dims, eps) in [
+            (vec![1usize, 2usize], 1e-12),
+            (vec![5, 7], 1e-5),
+            (vec![3, 11, 384], 1e-12),
+            (vec![3, 4099], 1e-12),
+        ] {
+            let width = *dims.last().unwrap();
+            let x = irregular(&dims, 0.0, 9.0);
+            let weight = irregular(&[width], 1.0, 2.0);
+            let bias = irregular(&[width], 2.0, 2.0);
+            let vars = [&x, &weight, &bias];
+            let (x, w, b) = (x.as_tensor(), weight.as_tensor(), bias.as_tensor());
+            let composed = {
+                let mean = x.mean_keepdim(D::Minus1).unwrap();
+                let centered = x.broadcast_sub(&mean).unwrap();
+                let variance = centered.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
+                centered
+                    .broadcast_div(&(variance + eps).unwrap().sqrt().unwrap())
+                    .unwrap()
+                    .broadcast_mul(w)
+                    .unwrap()
+                    .broadcast_add(b)
+                    .unwrap()
+            };
+            let fused = layer_norm(x, w, b, eps).unwrap();
+            let (want, want_grads) = values_and_grads(&composed, &vars);
+            let (got, got_grads) = values_and_grads(&fused, &vars);
+            assert_close(&want, &got, 2e-5, &format!("{dims:?} output"));
+            for (name, (w, g)) in ["x", "weight", "bias"]
+                .iter()
+                .zip(want_grads.iter().zip(&got_grads))
+            {
+                assert_close(w, g, 1e-4, &format!("{dims:?} d{name}"));
+            }
+        }
+    }
+
+    #[test]
+    fn fused_layer_norm_rejects_mismatched_shapes() {
+        let x = Tensor::zeros((2, 4), DType::F32, &Device::Cpu).unwrap();
+        let w = Tensor::ones(3, DType::F32, &Device::Cpu).unwrap();
+        let err = layer_norm(&x, &w, &w, 1e-5).unwrap_err().to_string();
+        assert!(err.contains("fused-layer-norm"), "{err}");
+    }
+
+    #[test]
     fn fused_linear_rejects_mismatched_shapes() {
         let x = Tensor::zeros((2, 4), DType::F32, &Device::Cpu).unwrap();
         let w = Tensor::zeros((3, 5), DType::F32, &Device::Cpu).unwrap();
@@ -771,10 +1087,30 @@ mod kernel_tests {
     }
 
     #[test]
-    fn training_keeps_the_differentiable_gelu() {
-        let x = candle_core::Var::new(&[-1.5f32, 0.3, 2.0], &Device::Cpu).unwrap();
+    fn training_gets_the_gelu_gradient() {
+        let values = [-9.0f32, -1.5, -0.1, 0.0, 0.3, 2.0, 12.0];
+        let x = candle_core::Var::new(&values, &Device::Cpu).unwrap();
         let y = activation(x.as_tensor(), Activation::Gelu, true).unwrap();
         let grads = y.sum_all().unwrap().backward().unwrap();
-        assert!(grads.get(x.as_tensor()).is_some());
+        let got: Vec<f32> = grads.get(x.as_tensor()).unwrap().to_vec1().unwrap();
+        // Φ(x) + x φ(x) in f64 through candle's erf.
+        let x64 = x.as_tensor().to_dtype(DType::F64).unwrap();
+        let cdf = ((&x64 * std::f64::consts::FRAC_1_SQRT_2)
+            .unwrap()
+            .erf()
+            .unwrap()
+            + 1.0)
+            .unwrap()
+            * 0.5;
+        let pdf = ((x64.sqr().unwrap() * -0.5).unwrap().exp().unwrap()
+            / (2.0 * std::f64::consts::PI).sqrt())
+        .unwrap();
+        let want: Vec<f64> = (cdf.unwrap() + (&x64 * pdf).unwrap())
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        for ((x, w), g) in values.iter().zip(want).zip(got) {
+            assert!((w - f64::from(g)).abs() < 1e-6, "gelu'({x}): {w} vs {g}");
+        }
     }
 }

@@ -1,13 +1,15 @@
 //! AdamW with per-parameter weight decay and a state that can be saved and restored.
 //!
 //! The update is candle-nn's `AdamW` operation for operation (a test checks they agree
-//! bit for bit), which is PyTorch's decoupled AdamW. candle-nn keeps its moments private,
+//! bit for bit), which is PyTorch's decoupled AdamW. On f32 CPU tensors the same arithmetic
+//! runs in place in three parallel passes per parameter instead of fourteen allocating ops
+//! (which took a fifth of a training step). candle-nn keeps its moments private,
 //! so its optimiser cannot be checkpointed; resuming a run needs them, hence this type.
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{Tensor, Var};
+use candle_core::{CpuStorage, DType, Layout, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -66,13 +68,13 @@ impl AdamW {
         let params = vars
             .into_iter()
             .map(|(name, var)| {
-                let zeros = var.as_tensor().zeros_like()?;
+                // Two separate buffers: the CPU update writes them in place.
                 Ok(Param {
                     decay: decays(&name),
+                    first_moment: var.as_tensor().zeros_like()?,
+                    second_moment: var.as_tensor().zeros_like()?,
                     name,
                     var,
-                    first_moment: zeros.clone(),
-                    second_moment: zeros,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -134,6 +136,25 @@ impl AdamW {
             // and with it every step's activations, alive.
             let g = &g.detach();
             let lr_lambda = if param.decay { lr * weight_decay } else { 0.0 };
+            let theta = param.var.as_tensor();
+            let in_place = theta.device().is_cpu()
+                && [theta, g, &param.first_moment, &param.second_moment]
+                    .iter()
+                    .all(|t| t.dtype() == DType::F32 && t.is_contiguous());
+            if in_place && g.shape() == theta.shape() {
+                let [m, v] = [&param.first_moment, &param.second_moment];
+                m.inplace_op2(g, &MomentUpdate::new(beta1, false))?;
+                v.inplace_op2(g, &MomentUpdate::new(beta2, true))?;
+                let update = ParamUpdate {
+                    scale_m: scale_m as f32,
+                    scale_v: scale_v as f32,
+                    keep: (1.0 - lr_lambda) as f32,
+                    eps: eps as f32,
+                    lr: lr as f32,
+                };
+                theta.inplace_op3(m, v, &update)?;
+                continue;
+            }
             let next_m = ((&param.first_moment * beta1)? + (g * (1.0 - beta1))?)?;
             let next_v = ((&param.second_moment * beta2)? + (g.sqr()? * (1.0 - beta2))?)?;
             let m_hat = (&next_m * scale_m)?;
@@ -191,6 +212,146 @@ impl AdamW {
             }
         }
         self.step = steps;
+        Ok(())
+    }
+}
+
+/// Elements per parallel task of the in-place updates.
+const UPDATE_TASK: usize = 1 << 14;
+
+/// The f32 elements of a contiguous CPU storage; an error naming `op` otherwise.
+fn f32_slice<'a>(
+    op: &str,
+    storage: &'a CpuStorage,
+    layout: &Layout,
+) -> candle_core::Result<&'a [f32]> {
+    match (storage, layout.contiguous_offsets()) {
+        (CpuStorage::F32(values), Some((start, end))) => Ok(&values[start..end]),
+        _ => candle_core::bail!("{op} needs contiguous f32 tensors"),
+    }
+}
+
+/// `moment = decay · moment + (1 − decay) · g` (or `g²`), in place, with candle's rounding:
+/// each product rounded, then the sum.
+struct MomentUpdate {
+    decay: f32,
+    gain: f32,
+    square: bool,
+}
+
+impl MomentUpdate {
+    fn new(beta: f64, square: bool) -> Self {
+        MomentUpdate {
+            decay: beta as f32,
+            gain: (1.0 - beta) as f32,
+            square,
+        }
+    }
+}
+
+impl candle_core::InplaceOp2 for MomentUpdate {
+    fn name(&self) -> &'static str {
+        "adamw-moment-update"
+    }
+
+    fn cpu_fwd(
+        &self,
+        moment: &mut CpuStorage,
+        moment_layout: &Layout,
+        grad: &CpuStorage,
+        grad_layout: &Layout,
+    ) -> candle_core::Result<()> {
+        use rayon::prelude::*;
+        let grad = f32_slice(self.name(), grad, grad_layout)?;
+        let (CpuStorage::F32(values), Some((start, end))) =
+            (moment, moment_layout.contiguous_offsets())
+        else {
+            candle_core::bail!("{} needs contiguous f32 tensors", self.name());
+        };
+        let moment = &mut values[start..end];
+        if moment.len() != grad.len() {
+            candle_core::bail!(
+                "{}: {} moments for {} gradients",
+                self.name(),
+                moment.len(),
+                grad.len()
+            );
+        }
+        let MomentUpdate {
+            decay,
+            gain,
+            square,
+        } = *self;
+        moment
+            .par_chunks_mut(UPDATE_TASK)
+            .zip(grad.par_chunks(UPDATE_TASK))
+            .for_each(|(m, g)| {
+                if square {
+                    m.iter_mut()
+                        .zip(g)
+                        .for_each(|(m, &g)| *m = *m * decay + (g * g) * gain);
+                } else {
+                    m.iter_mut()
+                        .zip(g)
+                        .for_each(|(m, &g)| *m = *m * decay + g * gain);
+                }
+            });
+        Ok(())
+    }
+}
+
+/// `θ = θ · keep − lr · m̂ / (sqrt(v̂) + eps)` with `m̂ = m · scale_m`, `v̂ = v · scale_v`, in
+/// place, rounded as candle's composition of the same steps.
+struct ParamUpdate {
+    scale_m: f32,
+    scale_v: f32,
+    keep: f32,
+    eps: f32,
+    lr: f32,
+}
+
+impl candle_core::InplaceOp3 for ParamUpdate {
+    fn name(&self) -> &'static str {
+        "adamw-param-update"
+    }
+
+    fn cpu_fwd(
+        &self,
+        theta: &mut CpuStorage,
+        theta_layout: &Layout,
+        m: &CpuStorage,
+        m_layout: &Layout,
+        v: &CpuStorage,
+        v_layout: &Layout,
+    ) -> candle_core::Result<()> {
+        use rayon::prelude::*;
+        let m = f32_slice(self.name(), m, m_layout)?;
+        let v = f32_slice(self.name(), v, v_layout)?;
+        let (CpuStorage::F32(values), Some((start, end))) =
+            (theta, theta_layout.contiguous_offsets())
+        else {
+            candle_core::bail!("{} needs contiguous f32 tensors", self.name());
+        };
+        let theta = &mut values[start..end];
+        if theta.len() != m.len() || theta.len() != v.len() {
+            candle_core::bail!("{}: parameter and moments differ in size", self.name());
+        }
+        let ParamUpdate {
+            scale_m,
+            scale_v,
+            keep,
+            eps,
+            lr,
+        } = *self;
+        theta
+            .par_chunks_mut(UPDATE_TASK)
+            .zip(m.par_chunks(UPDATE_TASK).zip(v.par_chunks(UPDATE_TASK)))
+            .for_each(|(theta, (m, v))| {
+                for ((t, &m), &v) in theta.iter_mut().zip(m).zip(v) {
+                    let adjusted = (m * scale_m) / ((v * scale_v).sqrt() + eps);
+                    *t = *t * keep - adjusted * lr;
+                }
+            });
         Ok(())
     }
 }
