@@ -16,6 +16,7 @@ use std::time::Instant;
 use candle_core::{DType, Device, Module, Result, Tensor};
 use standpoint::model::config::Activation;
 use standpoint::model::ops;
+use standpoint::model::packed::PackedLinear;
 
 /// Median seconds of `reps` calls of `f` after one warm-up call.
 fn time(reps: usize, mut f: impl FnMut() -> Result<Tensor>) -> Result<f64> {
@@ -34,18 +35,33 @@ fn random(shape: &[usize]) -> Result<Tensor> {
     Tensor::randn(0f32, 1.0, shape, &Device::Cpu)
 }
 
-/// Weight and bias of a dense layer, applied with [`ops::linear`] as in the model.
-struct Dense(Tensor, Tensor);
+/// Weight and bias of a dense layer, applied as in the model at inference: through weights
+/// packed at load ([`ops::linear_packed`]) where the CPU allows, else [`ops::linear`] (the
+/// training path, timed separately below).
+struct Dense(Tensor, Tensor, Option<std::sync::Arc<PackedLinear>>);
 
 impl Dense {
     fn new(input: usize, output: usize) -> Result<Self> {
-        Ok(Dense(
-            (random(&[output, input])? * 0.05)?,
-            random(&[output])?,
-        ))
+        let weight = (random(&[output, input])? * 0.05)?;
+        let bias = random(&[output])?;
+        let packed = PackedLinear::new(
+            &weight.flatten_all()?.to_vec1::<f32>()?,
+            &bias.to_vec1::<f32>()?,
+            output,
+            input,
+        );
+        Ok(Dense(weight, bias, packed.map(std::sync::Arc::new)))
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match &self.2 {
+            Some(packed) => ops::linear_packed(x, packed, false),
+            None => self.forward_general(x),
+        }
+    }
+
+    /// The general matrix multiply, as in training.
+    fn forward_general(&self, x: &Tensor) -> Result<Tensor> {
         ops::linear(x, &self.0, &self.1)
     }
 
@@ -179,7 +195,8 @@ fn main() -> Result<()> {
     ] {
         let n = layer.weight().dim(0)?;
         let flops = gemm(tokens, n, k);
-        let f32_secs = time(reps, || layer.forward(input))?;
+        let f32_secs = time(reps, || layer.forward_general(input))?;
+        let packed_secs = time(reps, || layer.forward(input))?;
         let q = QMatMul::from_qtensor(QTensor::quantize(layer.weight(), GgmlDType::Q8_0)?)?;
         let q8_secs = time(reps, || q.forward(input))?;
         let weights: Vec<f32> = layer.weight().flatten_all()?.to_vec1()?;
@@ -190,8 +207,9 @@ fn main() -> Result<()> {
             Tensor::from_vec(int8.forward(&values), (tokens, n), &Device::Cpu)
         })?;
         println!(
-            "RESULT linear {name}: f32 {:.0} GFLOP/s, candle q8_0 {:.0} GOP/s, standpoint int8 {:.0} GOP/s",
+            "RESULT linear {name}: f32 general {:.0} GFLOP/s, f32 packed {:.0} GFLOP/s, candle q8_0 {:.0} GOP/s, standpoint int8 {:.0} GOP/s",
             flops / f32_secs / 1e9,
+            flops / packed_secs / 1e9,
             flops / q8_secs / 1e9,
             flops / int8_secs / 1e9
         );

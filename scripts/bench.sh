@@ -86,6 +86,7 @@ for ours in ("standpoint f32", "standpoint int8"):
             print(f"| {ours} / {ref} | " + " | ".join(cells) + " |")
 agree = find(r"int8_vs_f32_label_agreement", r"agreement=([0-9.]+)")
 first = find(r"system=standpoint mode=f32 first_prediction", r"first_prediction_s=([0-9.]+)")
+first8 = find(r"system=standpoint mode=int8 first_prediction", r"first_prediction_s=([0-9.]+)")
 torch_first = find(r"system=torch latency", r"first_prediction_done=([0-9.]+)")
 rss = find(r"system=standpoint mode=f32 label_run", r"rss_kb=([0-9]+)")
 rss8 = find(r"system=standpoint mode=int8 label_run", r"rss_kb=([0-9]+)")
@@ -94,7 +95,9 @@ print()
 if agree is not None:
     print(f"int8 vs f32 labels on the corpus (random head): {100 * agree:.2f}%")
 if first is not None:
-    print(f"first prediction: standpoint {first:.3f} s" + (f", PyTorch {torch_first:.2f} s" if torch_first else ""))
+    print(f"first prediction: standpoint f32 {first:.3f} s"
+          + (f", int8 {first8:.3f} s" if first8 is not None else "")
+          + (f", PyTorch {torch_first:.2f} s" if torch_first else ""))
 if rss:
     print(f"peak RSS labelling the corpus: standpoint f32 {rss / 1024:.0f} MB, int8 {rss8 / 1024:.0f} MB"
           + (f"; PyTorch after passes at batch 32 and 64: {torch_rss / 1024:.0f} MB" if torch_rss else ""))

@@ -275,6 +275,8 @@ impl Classifier {
             weights::load(&weights::weights_path(dir), &config, dtype, &options.device)?;
         if options.int8 {
             model.quantize_int8()?;
+        } else if options.device.is_cpu() && dtype == DType::F32 {
+            model.pack_f32()?;
         }
         Ok(Classifier {
             model,

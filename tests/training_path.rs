@@ -74,13 +74,17 @@ fn varmap_model_has_the_checkpoint_names_and_outputs() {
 
         let input = batch(name);
         let inference = load(&fixture(name)).unwrap();
-        let want = logits(inference.model(), &input, false);
-        let got = logits(&model, &input, false);
-        assert_eq!(
-            values(&got),
-            values(&want),
-            "{name}: VarMap model differs from the loaded one"
-        );
+        let want = values(&logits(inference.model(), &input, false));
+        let got = values(&logits(&model, &input, false));
+        // Inference multiplies through weights packed at load, training through the general
+        // matrix multiply: the same model, summed in another order.
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(&want) {
+            assert!(
+                (g - w).abs() <= 1e-5 * w.abs().max(1.0),
+                "{name}: VarMap model differs from the loaded one: {got:?} vs {want:?}"
+            );
+        }
     }
 }
 

@@ -199,15 +199,17 @@ impl Layer {
         )?;
         let attended = self.attention_output.forward(&context)?;
         let attended = ops::dropout(&attended, self.config.hidden_dropout, train)?;
-        let x = self.attention_norm.forward(&(attended + x)?)?;
+        let x = self.attention_norm.forward_residual(&attended, x)?;
 
-        let inner = ops::activation(&self.ffn_in.forward(&x)?, self.config.activation, train)?;
+        let inner = self
+            .ffn_in
+            .forward_activation(&x, self.config.activation, train)?;
         let out = ops::dropout(
             &self.ffn_out.forward(&inner)?,
             self.config.hidden_dropout,
             train,
         )?;
-        self.output_norm.forward(&(out + x)?)
+        self.output_norm.forward_residual(&out, &x)
     }
 }
 
@@ -239,6 +241,16 @@ impl Encoder {
         for layer in &mut self.layers {
             for linear in layer.linears_mut() {
                 linear.quantize_int8()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Packs every dense layer's f32 weights for CPU inference (see [`Linear::pack_f32`]).
+    pub fn pack_f32(&mut self) -> Result<()> {
+        for layer in &mut self.layers {
+            for linear in layer.linears_mut() {
+                linear.pack_f32()?;
             }
         }
         Ok(())

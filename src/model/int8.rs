@@ -7,6 +7,9 @@
 //! times the f32 FMA rate) where the CPU has it, and on a plain scalar loop with the same integer
 //! arithmetic elsewhere, so both give the same result. Inference only: there is no backward.
 
+use std::cell::RefCell;
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use super::kernels::multiversion;
@@ -17,15 +20,21 @@ const COLUMNS: usize = 16;
 const ROWS: usize = 6;
 /// Column blocks of one micro-kernel call.
 const BLOCKS: usize = 4;
-/// Rows each parallel task quantizes and multiplies.
-const TASK_ROWS: usize = 8 * ROWS;
+/// Rows of one AMX pass: two tiles of 16 rows.
+const AMX_ROWS: usize = 32;
+/// Rows each parallel task quantizes and multiplies (a multiple of [`ROWS`] and of
+/// [`AMX_ROWS`]).
+const TASK_ROWS: usize = 96;
+/// Input features are padded to whole 64-byte tile rows (AMX); VNNI needs only 4.
+const DEPTH_ALIGN: usize = 64;
 
 /// A dense layer's weight `(n, k)` and bias `(n)`, quantized for [`Int8Linear::forward`].
 #[derive(Debug, Clone)]
 pub struct Int8Linear {
     n: usize,
     k: usize,
-    /// `k` rounded up to a multiple of 4 (one `vpdpbusd` lane takes four bytes).
+    /// `k` rounded up to a multiple of [`DEPTH_ALIGN`] (one `vpdpbusd` lane takes four bytes,
+    /// one AMX tile row 64).
     k_padded: usize,
     /// `[n / 16][k_padded / 4][16 columns][4 bytes]`, zero where padded.
     packed: Vec<i8>,
@@ -44,7 +53,7 @@ impl Int8Linear {
     pub fn new(weight: &[f32], bias: &[f32], n: usize, k: usize) -> Self {
         assert_eq!(weight.len(), n * k, "int8 weight shape");
         assert_eq!(bias.len(), n, "int8 bias shape");
-        let k_padded = k.div_ceil(4) * 4;
+        let k_padded = k.div_ceil(DEPTH_ALIGN) * DEPTH_ALIGN;
         let blocks = n.div_ceil(COLUMNS);
         let mut packed = vec![0i8; blocks * COLUMNS * k_padded];
         let mut scales = vec![1f32; n];
@@ -88,58 +97,117 @@ impl Int8Linear {
 
     /// `x W^T + b` for `m = x.len() / k` rows of `x`, in parallel over blocks of rows.
     pub fn forward(&self, x: &[f32]) -> Vec<f32> {
-        self.forward_with(x, Kernel::best())
+        self.forward_with(x, Kernel::best(), false)
     }
 
-    fn forward_with(&self, x: &[f32], kernel: Kernel) -> Vec<f32> {
+    /// [`Int8Linear::forward`] followed by exact GELU ([`super::kernels::gelu_erf`]), applied
+    /// to each task's rows while they are still in cache.
+    pub fn forward_gelu(&self, x: &[f32]) -> Vec<f32> {
+        self.forward_with(x, Kernel::best(), true)
+    }
+
+    fn forward_with(&self, x: &[f32], kernel: Kernel, gelu: bool) -> Vec<f32> {
         let (n, k) = (self.n, self.k);
         let m = x.len().checked_div(k).unwrap_or(0);
-        let mut out = vec![0f32; m * n];
         if n == 0 {
-            return out;
+            return vec![0f32; m * n];
         }
-        out.par_chunks_mut(TASK_ROWS * n)
+        // Every element is written by `rows`: no zero-fill (it was 9% of int8 inference).
+        let mut out: Vec<f32> = Vec::with_capacity(m * n);
+        out.spare_capacity_mut()[..m * n]
+            .par_chunks_mut(TASK_ROWS * n)
             .zip(x.par_chunks(TASK_ROWS * k.max(1)))
-            .for_each(|(out, x)| self.rows(x, out, kernel));
+            .for_each(|(out, x)| {
+                let out = self.rows(x, out, kernel);
+                if gelu {
+                    super::kernels::gelu_erf_in_place(out);
+                }
+            });
+        // SAFETY: the tasks above cover all m * n elements, and `rows` writes each one.
+        unsafe { out.set_len(m * n) };
         out
     }
 
     /// One task: quantize up to [`TASK_ROWS`] rows, multiply, scale back, add the bias.
-    fn rows(&self, x: &[f32], out: &mut [f32], kernel: Kernel) {
+    /// Returns `out`, now initialised.
+    fn rows<'a>(
+        &self,
+        x: &[f32],
+        out: &'a mut [MaybeUninit<f32>],
+        kernel: Kernel,
+    ) -> &'a mut [f32] {
         let (n, k, kp) = (self.n, self.k, self.k_padded);
         let m = out.len() / n;
         // Rows rounded up to whole micro-kernel calls (extra rows are never read back),
         // columns to whole blocks.
-        let m_padded = m.div_ceil(ROWS) * ROWS;
+        let row_multiple = if kernel == Kernel::Amx {
+            AMX_ROWS
+        } else {
+            ROWS
+        };
+        let m_padded = m.div_ceil(row_multiple) * row_multiple;
         let blocks = n.div_ceil(COLUMNS);
         let n_padded = blocks * COLUMNS;
-        let mut quantized = vec![0u8; m_padded * kp];
         let mut row_scales = vec![0f32; m];
         let mut row_offsets = vec![0f32; m];
-        quantize_rows(x, k, kp, &mut quantized, &mut row_scales, &mut row_offsets);
-        let mut products = vec![0i32; m_padded * n_padded];
-        for first_block in (0..blocks).step_by(BLOCKS) {
-            let width = BLOCKS.min(blocks - first_block);
-            let b = &self.packed[first_block * COLUMNS * kp..][..width * COLUMNS * kp];
-            for first_row in (0..m).step_by(ROWS) {
-                let a = &quantized[first_row * kp..][..ROWS * kp];
-                let c = &mut products[first_row * n_padded + first_block * COLUMNS..];
-                kernel.run(a, b, kp, width, c, n_padded);
+        SCRATCH.with_borrow_mut(|scratch| {
+            // Rows past `m` keep stale values: their products are never read.
+            scratch.quantized.resize(m_padded * kp, 0);
+            scratch.products.resize(m_padded * n_padded, 0);
+            let quantized = &mut scratch.quantized[..m_padded * kp];
+            let products = &mut scratch.products[..m_padded * n_padded];
+            quantize_rows(x, k, kp, quantized, &mut row_scales, &mut row_offsets);
+            if kernel == Kernel::Amx {
+                // SAFETY: `Kernel::best` chose AMX only where `amx::available()`; quantized
+                // holds m_padded (a multiple of 32) rows of kp (a multiple of 64) bytes, packed
+                // `blocks` blocks, products m_padded rows of n_padded.
+                #[cfg(target_arch = "x86_64")]
+                unsafe {
+                    amx::product(quantized, kp, &self.packed, blocks, products, n_padded)
+                };
+            } else {
+                for first_block in (0..blocks).step_by(BLOCKS) {
+                    let width = BLOCKS.min(blocks - first_block);
+                    let b = &self.packed[first_block * COLUMNS * kp..][..width * COLUMNS * kp];
+                    for first_row in (0..m).step_by(ROWS) {
+                        let a = &quantized[first_row * kp..][..ROWS * kp];
+                        let c = &mut products[first_row * n_padded + first_block * COLUMNS..];
+                        kernel.run(a, b, kp, width, c, n_padded);
+                    }
+                }
             }
-        }
-        dequantize_rows(
-            &products,
-            n_padded,
-            &row_scales,
-            &row_offsets,
-            Dequantize {
-                column_sums: &self.column_sums,
-                scales: &self.scales,
-                bias: &self.bias,
-            },
-            out,
-        );
+            dequantize_rows(
+                products,
+                n_padded,
+                &row_scales,
+                &row_offsets,
+                Dequantize {
+                    column_sums: &self.column_sums,
+                    scales: &self.scales,
+                    bias: &self.bias,
+                },
+                &mut *out,
+            );
+        });
+        // SAFETY: `dequantize_rows` wrote every element of `out` (m rows of n).
+        unsafe { &mut *(out as *mut [MaybeUninit<f32>] as *mut [f32]) }
     }
+}
+
+/// Per-thread buffers of [`Int8Linear::rows`], kept between calls: allocating and
+/// zero-filling fresh ones for every task took 7% of int8 inference.
+struct Scratch {
+    quantized: Vec<u8>,
+    products: Vec<i32>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = const {
+        RefCell::new(Scratch {
+            quantized: Vec::new(),
+            products: Vec::new(),
+        })
+    };
 }
 
 /// The per-channel scale with the least squared rounding error among clipping the row's
@@ -180,7 +248,7 @@ multiversion! {
 multiversion! {
     /// Quantizes each row of `k` values in `x` to `q = round((v − min) / scale)` (u8) with
     /// `scale = (max − min) / 255`, so `v ≈ scale · q + min`, into rows of `kp` bytes of
-    /// `quantized` (padding stays 0).
+    /// `quantized` (the padding bytes past `k` are set to 0).
     fn quantize_rows(
         x: &[f32],
         k: usize,
@@ -201,6 +269,7 @@ multiversion! {
             *offset = min;
             *scale = if max > min { (max - min) / 255.0 } else { 1.0 };
             let inverse = 1.0 / *scale;
+            q[k..].fill(0);
             for (q, &v) in q.iter_mut().zip(row) {
                 #[allow(clippy::manual_clamp)] // clamp keeps NaN; max/min map it into range
                 let level = ((v - min) * inverse).round_ties_even().max(0.0).min(255.0);
@@ -230,7 +299,7 @@ multiversion! {
         row_scales: &[f32],
         row_offsets: &[f32],
         terms: Dequantize<'_>,
-        out: &mut [f32],
+        out: &mut [MaybeUninit<f32>],
     ) {
         let n = terms.bias.len();
         for (((out, products), &row_scale), &row_offset) in out
@@ -242,7 +311,7 @@ multiversion! {
             for (j, o) in out.iter_mut().enumerate() {
                 let exact = row_scale * products[j] as f32
                     + row_offset * terms.column_sums[j] as f32;
-                *o = exact * terms.scales[j] + terms.bias[j];
+                o.write(exact * terms.scales[j] + terms.bias[j]);
             }
         }
     }
@@ -254,10 +323,21 @@ enum Kernel {
     Scalar,
     #[cfg(target_arch = "x86_64")]
     Vnni,
+    /// AMX tiles (`tdpbusd`: a 16 × 64 by 64 × 16 product per instruction); the same
+    /// integers as the others.
+    Amx,
 }
 
 impl Kernel {
     fn best() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if amx::available() {
+            return Kernel::Amx;
+        }
+        Self::best_without_amx()
+    }
+
+    fn best_without_amx() -> Self {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("avx512vnni")
@@ -273,7 +353,7 @@ impl Kernel {
         assert!(a.len() >= ROWS * kp && b.len() >= blocks * COLUMNS * kp && kp.is_multiple_of(4));
         assert!(blocks <= BLOCKS && c.len() >= (ROWS - 1) * stride + blocks * COLUMNS);
         match self {
-            Kernel::Scalar => scalar_kernel(a, b, kp, blocks, c, stride),
+            Kernel::Scalar | Kernel::Amx => scalar_kernel(a, b, kp, blocks, c, stride),
             // SAFETY: `best` chose this kernel only where the CPU has AVX-512F and VNNI; the
             // sizes were checked above.
             #[cfg(target_arch = "x86_64")]
@@ -349,6 +429,156 @@ unsafe fn vnni_kernel<const B: usize>(a: &[u8], b: &[i8], kp: usize, c: &mut [i3
     }
 }
 
+/// AMX tile products through inline assembly (the intrinsics are not stable Rust yet).
+#[cfg(target_arch = "x86_64")]
+mod amx {
+    use std::arch::asm;
+    use std::sync::OnceLock;
+
+    /// `ldtilecfg`'s 64-byte operand (palette 1).
+    #[repr(C, align(64))]
+    struct TileConfig {
+        palette: u8,
+        start_row: u8,
+        reserved: [u8; 14],
+        bytes_per_row: [u16; 16],
+        rows: [u8; 16],
+    }
+
+    /// Whether the CPU has AMX-TILE and AMX-INT8 and the OS grants this process the tile
+    /// registers (Linux asks each process to request them).
+    pub(super) fn available() -> bool {
+        static AVAILABLE: OnceLock<bool> = OnceLock::new();
+        *AVAILABLE.get_or_init(|| {
+            if std::env::var_os("STANDPOINT_NO_AMX").is_some() {
+                return false;
+            }
+            #[allow(unused_unsafe)] // `__cpuid_count` is safe in newer Rust
+            // SAFETY: CPUID leaf 7 exists on every x86-64 CPU with AVX-512, and reading it has
+            // no side effects; on older CPUs it reports zeros.
+            let leaf = unsafe { std::arch::x86_64::__cpuid_count(7, 0) };
+            let (tile, int8) = (leaf.edx & (1 << 24) != 0, leaf.edx & (1 << 25) != 0);
+            tile && int8 && request_tile_data()
+        })
+    }
+
+    #[cfg(target_os = "linux")]
+    fn request_tile_data() -> bool {
+        const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+        const XFEATURE_XTILEDATA: libc::c_long = 18;
+        // SAFETY: arch_prctl(ARCH_REQ_XCOMP_PERM) only changes which state the kernel saves
+        // for this process; it fails cleanly where unsupported.
+        unsafe {
+            libc::syscall(
+                libc::SYS_arch_prctl,
+                ARCH_REQ_XCOMP_PERM,
+                XFEATURE_XTILEDATA,
+            ) == 0
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn request_tile_data() -> bool {
+        false
+    }
+
+    /// `c[r, col] = Σ_k a[r, k] · b[k, col]` for every row of `a` (u8 rows of `kp` bytes, a
+    /// multiple of 32 rows) and `blocks` packed blocks of 16 columns of `b` (`kp / 4` rows of
+    /// 64 bytes each, the layout `tdpbusd` reads); rows of `c` are `stride` apart.
+    ///
+    /// # Safety
+    /// [`available`] must have returned true; `kp` must be a multiple of 64, `a.len()` a
+    /// multiple of `32 · kp`, `b.len() >= blocks · 16 · kp` and
+    /// `c.len() >= (a.len() / kp) · stride` with `stride >= blocks · 16`.
+    pub(super) unsafe fn product(
+        a: &[u8],
+        kp: usize,
+        b: &[i8],
+        blocks: usize,
+        c: &mut [i32],
+        stride: usize,
+    ) {
+        let rows = a.len() / kp.max(1);
+        assert!(kp.is_multiple_of(64) && rows.is_multiple_of(32) && rows * kp == a.len());
+        assert!(b.len() >= blocks * 16 * kp && stride >= blocks * 16 && c.len() >= rows * stride);
+        let mut config = TileConfig {
+            palette: 1,
+            start_row: 0,
+            reserved: [0; 14],
+            bytes_per_row: [0; 16],
+            rows: [0; 16],
+        };
+        // tmm0-3: 16 × 16 i32 sums; tmm4-5: 16 rows × 64 bytes of a; tmm6-7: 16 × 64 of b.
+        for tile in 0..8 {
+            config.bytes_per_row[tile] = 64;
+            config.rows[tile] = 16;
+        }
+        let (a, b, c) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
+        let (a_stride, b_stride, c_stride) = (kp, 64usize, stride * 4);
+        // SAFETY: the tile loads read 16 rows of 64 bytes at the given strides and the
+        // stores write 16 rows of 16 i32, all inside the slices checked above.
+        unsafe {
+            asm!("ldtilecfg [{}]", in(reg) &config as *const TileConfig, options(nostack));
+            for row in (0..rows).step_by(32) {
+                let mut block = 0;
+                while block < blocks {
+                    let pair = block + 1 < blocks;
+                    asm!(
+                        "tilezero tmm0",
+                        "tilezero tmm1",
+                        "tilezero tmm2",
+                        "tilezero tmm3",
+                        options(nostack, nomem)
+                    );
+                    let b0 = b.add(block * 16 * kp);
+                    let b1 = b.add((block + pair as usize) * 16 * kp);
+                    for depth in (0..kp).step_by(64) {
+                        asm!(
+                            "tileloadd tmm4, [{a0} + {sa}*1]",
+                            "tileloadd tmm5, [{a1} + {sa}*1]",
+                            "tileloadd tmm6, [{b0} + {sb}*1]",
+                            "tileloadd tmm7, [{b1} + {sb}*1]",
+                            "tdpbusd tmm0, tmm4, tmm6",
+                            "tdpbusd tmm1, tmm4, tmm7",
+                            "tdpbusd tmm2, tmm5, tmm6",
+                            "tdpbusd tmm3, tmm5, tmm7",
+                            a0 = in(reg) a.add(row * kp + depth),
+                            a1 = in(reg) a.add((row + 16) * kp + depth),
+                            b0 = in(reg) b0.add(depth * 16),
+                            b1 = in(reg) b1.add(depth * 16),
+                            sa = in(reg) a_stride,
+                            sb = in(reg) b_stride,
+                            options(nostack, readonly),
+                        );
+                    }
+                    let c0 = c.add(row * stride + block * 16);
+                    let c1 = c.add((row + 16) * stride + block * 16);
+                    asm!(
+                        "tilestored [{c0} + {sc}*1], tmm0",
+                        "tilestored [{c1} + {sc}*1], tmm2",
+                        c0 = in(reg) c0,
+                        c1 = in(reg) c1,
+                        sc = in(reg) c_stride,
+                        options(nostack),
+                    );
+                    if pair {
+                        asm!(
+                            "tilestored [{c0} + {sc}*1], tmm1",
+                            "tilestored [{c1} + {sc}*1], tmm3",
+                            c0 = in(reg) c0.add(16),
+                            c1 = in(reg) c1.add(16),
+                            sc = in(reg) c_stride,
+                            options(nostack),
+                        );
+                    }
+                    block += 2;
+                }
+            }
+            asm!("tilerelease", options(nostack, nomem));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -394,21 +624,32 @@ mod tests {
     }
 
     #[test]
-    fn vector_and_scalar_kernels_agree_exactly() {
-        if Kernel::best() == Kernel::Scalar {
-            eprintln!("no AVX-512 VNNI here: only the scalar kernel runs");
+    fn vector_tile_and_scalar_kernels_agree_exactly() {
+        let kernels = [Kernel::best_without_amx(), Kernel::best()];
+        if kernels == [Kernel::Scalar; 2] {
+            eprintln!("no AVX-512 VNNI or AMX here: only the scalar kernel runs");
             return;
         }
-        for (m, n, k) in [(7usize, 5usize, 6usize), (53, 70, 37), (61, 200, 96)] {
+        // Rows off the 6-row and 32-row blocks and the 96-row task, an odd number of column
+        // blocks (AMX pairs them), depths off 64.
+        for (m, n, k) in [
+            (7usize, 5usize, 6usize),
+            (53, 70, 37),
+            (61, 200, 96),
+            (130, 48, 384),
+        ] {
             let x = irregular(m * k, 3.0, 4.0);
             let w = irregular(n * k, 4.0, 0.2);
             let b = irregular(n, 5.0, 1.0);
             let layer = Int8Linear::new(&w, &b, n, k);
-            assert_eq!(
-                layer.forward_with(&x, Kernel::Scalar),
-                layer.forward_with(&x, Kernel::best()),
-                "{m}x{n}x{k}"
-            );
+            let want = layer.forward_with(&x, Kernel::Scalar, false);
+            for kernel in kernels {
+                assert_eq!(
+                    layer.forward_with(&x, kernel, false),
+                    want,
+                    "{m}x{n}x{k} {kernel:?}"
+                );
+            }
         }
     }
 

@@ -102,6 +102,15 @@ multiversion! {
 }
 
 multiversion! {
+    /// `values[i] = gelu_erf(values[i])`.
+    pub fn gelu_erf_in_place(values: &mut [f32]) {
+        for v in values.iter_mut() {
+            *v = gelu_erf(*v);
+        }
+    }
+}
+
+multiversion! {
     /// The backward of [`gelu_erf`]: `out[i] = grad[i] · (Φ(x) + x φ(x))` at `x = input[i]`.
     pub fn gelu_erf_grad_slice(input: &[f32], grad: &[f32], out: &mut [f32]) {
         // 1 / sqrt(2π)
@@ -145,6 +154,33 @@ multiversion! {
             let (mean, inv) = row_moments(row, eps);
             for (((o, &v), &g), &b) in out.iter_mut().zip(row).zip(gamma).zip(beta) {
                 *o = (v - mean) * inv * g + b;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// LayerNorm of `x + residual`, row by row (see [`layer_norm_rows`]).
+    pub fn add_layer_norm_rows(
+        x: &[f32],
+        residual: &[f32],
+        gamma: &[f32],
+        beta: &[f32],
+        eps: f32,
+        out: &mut [f32],
+    ) {
+        let width = gamma.len().max(1);
+        for ((x, r), out) in x
+            .chunks_exact(width)
+            .zip(residual.chunks_exact(width))
+            .zip(out.chunks_exact_mut(width))
+        {
+            for ((o, &a), &b) in out.iter_mut().zip(x).zip(r) {
+                *o = a + b;
+            }
+            let (mean, inv) = row_moments(out, eps);
+            for ((o, &g), &b) in out.iter_mut().zip(gamma).zip(beta) {
+                *o = (*o - mean) * inv * g + b;
             }
         }
     }

@@ -6,19 +6,23 @@ use std::sync::Arc;
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
+use super::config::Activation;
 use super::int8::Int8Linear;
 use super::ops;
+use super::packed::PackedLinear;
 
 /// Standard deviation of fresh weights, as transformers' `initializer_range`.
 pub const INIT_STD: f64 = 0.02;
 
 /// A dense layer `x W^T + b` (see [`ops::linear`]), optionally with an int8 copy of its
-/// weights that inference then uses instead ([`Linear::quantize_int8`]).
+/// weights ([`Linear::quantize_int8`]) or a packed f32 copy ([`Linear::pack_f32`]) that
+/// inference then uses instead.
 #[derive(Debug, Clone)]
 pub struct Linear {
     weight: Tensor,
     bias: Tensor,
     int8: Option<Arc<Int8Linear>>,
+    packed: Option<Arc<PackedLinear>>,
 }
 
 impl Linear {
@@ -32,13 +36,48 @@ impl Linear {
         self.int8 = Some(Arc::new(Int8Linear::new(&weight, &bias, n, k)));
         Ok(())
     }
+
+    /// Packs the f32 weights for CPU inference where the CPU has AVX-512 (elsewhere a no-op);
+    /// the plain weights stay for training and export. Forward passes then carry no gradient.
+    pub fn pack_f32(&mut self) -> Result<()> {
+        if self.weight.dtype() != DType::F32 || !self.weight.device().is_cpu() {
+            candle_core::bail!(
+                "packed layers run on f32 CPU weights, not {:?} on {:?}",
+                self.weight.dtype(),
+                self.weight.device()
+            );
+        }
+        let (n, k) = self.weight.dims2()?;
+        let weight: Vec<f32> = self.weight.flatten_all()?.to_vec1()?;
+        let bias: Vec<f32> = self.bias.to_vec1()?;
+        self.packed = PackedLinear::new(&weight, &bias, n, k).map(Arc::new);
+        Ok(())
+    }
+}
+
+impl Linear {
+    /// `activation(x W^T + b)`; with int8 or packed weights exact GELU runs on each block of
+    /// the product while it is in cache, rather than as a pass of its own.
+    pub fn forward_activation(
+        &self,
+        x: &Tensor,
+        activation: Activation,
+        train: bool,
+    ) -> Result<Tensor> {
+        match (&self.int8, &self.packed, activation) {
+            (Some(int8), _, Activation::Gelu) => ops::linear_int8(x, int8, true),
+            (None, Some(packed), Activation::Gelu) => ops::linear_packed(x, packed, true),
+            _ => ops::activation(&self.forward(x)?, activation, train),
+        }
+    }
 }
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        match &self.int8 {
-            Some(int8) => ops::linear_int8(x, int8),
-            None => ops::linear(x, &self.weight, &self.bias),
+        match (&self.int8, &self.packed) {
+            (Some(int8), _) => ops::linear_int8(x, int8, false),
+            (None, Some(packed)) => ops::linear_packed(x, packed, false),
+            (None, None) => ops::linear(x, &self.weight, &self.bias),
         }
     }
 }
@@ -58,6 +97,7 @@ pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
         weight,
         bias,
         int8: None,
+        packed: None,
     })
 }
 
@@ -90,6 +130,13 @@ impl LayerNorm {
             bias: vb.get_with_hints(size, "bias", Init::Const(0.0))?,
             eps,
         })
+    }
+}
+
+impl LayerNorm {
+    /// LayerNorm of `x + residual` (see [`ops::residual_layer_norm`]).
+    pub fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        ops::residual_layer_norm(x, residual, &self.weight, &self.bias, self.eps)
     }
 }
 

@@ -10,6 +10,7 @@ pub mod int8;
 mod kernels;
 pub mod layers;
 pub mod ops;
+pub mod packed;
 pub mod weights;
 
 use candle_core::{Result, Tensor};
@@ -72,6 +73,12 @@ impl Model {
     /// the pooler and heads stay f32). See [`int8`].
     pub fn quantize_int8(&mut self) -> Result<()> {
         self.encoder.quantize_int8()
+    }
+
+    /// Runs the encoder's dense layers on f32 weights packed for the CPU from now on, where
+    /// the CPU has AVX-512 (inference only; see [`packed`]). Needs f32 CPU weights.
+    pub fn pack_f32(&mut self) -> Result<()> {
+        self.encoder.pack_f32()
     }
 
     /// The configuration the model was built from.

@@ -46,6 +46,80 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
         .broadcast_add(bias)
 }
 
+/// LayerNorm of `x + residual` (the post-LayerNorm residual of every encoder layer).
+///
+/// Where nothing needs a gradient (no input tracks one) on f32 CPU tensors, the add and the
+/// normalisation are one parallel pass ([`ResidualLayerNorm`]); otherwise candle's add and
+/// [`layer_norm`], so training differentiates through it.
+pub fn residual_layer_norm(
+    x: &Tensor,
+    residual: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+) -> Result<Tensor> {
+    let tensors = [x, residual, weight, bias];
+    let no_grad = !tensors.iter().any(|t| t.track_op());
+    let cpu_f32 = tensors
+        .iter()
+        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32);
+    if no_grad && cpu_f32 && x.shape() == residual.shape() {
+        let op = ResidualLayerNorm {
+            bias: bias.clone(),
+            eps: eps as f32,
+        };
+        return x.contiguous()?.apply_op3_no_bwd(
+            &residual.contiguous()?,
+            &weight.contiguous()?,
+            &op,
+        );
+    }
+    layer_norm(&(x + residual)?, weight, bias, eps)
+}
+
+/// The kernel of [`residual_layer_norm`]: arguments `x`, `residual`, `weight`.
+#[derive(Debug, Clone)]
+struct ResidualLayerNorm {
+    bias: Tensor,
+    eps: f32,
+}
+
+impl candle_core::CustomOp3 for ResidualLayerNorm {
+    fn name(&self) -> &'static str {
+        "residual-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &candle_core::CpuStorage,
+        x_layout: &candle_core::Layout,
+        r: &candle_core::CpuStorage,
+        r_layout: &candle_core::Layout,
+        w: &candle_core::CpuStorage,
+        w_layout: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        if r_layout.shape() != x_layout.shape() {
+            candle_core::bail!(
+                "{}: residual {:?} does not match input {:?}",
+                self.name(),
+                r_layout.shape(),
+                x_layout.shape()
+            );
+        }
+        let width = layer_norm_width(self.name(), x_layout, w_layout, self.bias.layout())?;
+        let beta: Vec<f32> = self.bias.to_vec1()?;
+        let gamma = contiguous_f32(self.name(), w, w_layout)?;
+        let eps = self.eps;
+        zip_rows_parallel(
+            self.name(),
+            (x, x_layout),
+            (r, r_layout),
+            width,
+            |x, r, out| kernels::add_layer_norm_rows(x, r, gamma, &beta, eps, out),
+        )
+    }
+}
+
 /// The kernel of [`layer_norm`] on f32 CPU tensors: arguments `x`, `weight`, `bias`.
 #[derive(Debug, Clone, Copy)]
 pub struct FusedLayerNorm {
@@ -758,9 +832,14 @@ impl candle_core::CustomOp1 for ColumnSums {
     }
 }
 
-/// `x W^T + b` through int8 weights (see [`super::int8`]): f32 CPU input of any rank whose
-/// last dimension is the layer's input width. No gradient flows through it.
-pub fn linear_int8(x: &Tensor, layer: &std::sync::Arc<super::int8::Int8Linear>) -> Result<Tensor> {
+/// `x W^T + b` through int8 weights (see [`super::int8`]), then exact GELU if `gelu`: f32 CPU
+/// input of any rank whose last dimension is the layer's input width. No gradient flows
+/// through it.
+pub fn linear_int8(
+    x: &Tensor,
+    layer: &std::sync::Arc<super::int8::Int8Linear>,
+    gelu: bool,
+) -> Result<Tensor> {
     if x.dtype() != DType::F32 || !x.device().is_cpu() {
         candle_core::bail!(
             "int8 layers run on f32 CPU tensors, not {:?} on {:?}",
@@ -769,12 +848,12 @@ pub fn linear_int8(x: &Tensor, layer: &std::sync::Arc<super::int8::Int8Linear>) 
         );
     }
     x.contiguous()?
-        .apply_op1_no_bwd(&Int8LinearOp(layer.clone()))
+        .apply_op1_no_bwd(&Int8LinearOp(layer.clone(), gelu))
 }
 
-/// The kernel of [`linear_int8`].
+/// The kernel of [`linear_int8`]: the layer, and whether GELU follows.
 #[derive(Debug, Clone)]
-struct Int8LinearOp(std::sync::Arc<super::int8::Int8Linear>);
+struct Int8LinearOp(std::sync::Arc<super::int8::Int8Linear>, bool);
 
 impl candle_core::CustomOp1 for Int8LinearOp {
     fn name(&self) -> &'static str {
@@ -796,7 +875,66 @@ impl candle_core::CustomOp1 for Int8LinearOp {
                 layer.in_features()
             );
         }
-        let out = layer.forward(contiguous_f32(self.name(), storage, layout)?);
+        let x = contiguous_f32(self.name(), storage, layout)?;
+        let out = if self.1 {
+            layer.forward_gelu(x)
+        } else {
+            layer.forward(x)
+        };
+        *dims.last_mut().expect("checked above") = layer.out_features();
+        Ok((candle_core::CpuStorage::F32(out), dims.into()))
+    }
+}
+
+/// `x W^T + b` through weights packed at load (see [`super::packed`]), then exact GELU if
+/// `gelu`: f32 CPU input of any rank whose last dimension is the layer's input width. No
+/// gradient flows through it.
+pub fn linear_packed(
+    x: &Tensor,
+    layer: &std::sync::Arc<super::packed::PackedLinear>,
+    gelu: bool,
+) -> Result<Tensor> {
+    if x.dtype() != DType::F32 || !x.device().is_cpu() {
+        candle_core::bail!(
+            "packed layers run on f32 CPU tensors, not {:?} on {:?}",
+            x.dtype(),
+            x.device()
+        );
+    }
+    x.contiguous()?
+        .apply_op1_no_bwd(&PackedLinearOp(layer.clone(), gelu))
+}
+
+/// The kernel of [`linear_packed`]: the layer, and whether GELU follows.
+#[derive(Debug, Clone)]
+struct PackedLinearOp(std::sync::Arc<super::packed::PackedLinear>, bool);
+
+impl candle_core::CustomOp1 for PackedLinearOp {
+    fn name(&self) -> &'static str {
+        "packed-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let layer = &self.0;
+        let mut dims = layout.dims().to_vec();
+        if dims.last() != Some(&layer.in_features()) {
+            candle_core::bail!(
+                "{}: input {:?} does not end in the layer's {} input features",
+                self.name(),
+                layout.shape(),
+                layer.in_features()
+            );
+        }
+        let x = contiguous_f32(self.name(), storage, layout)?;
+        let out = if self.1 {
+            layer.forward_gelu(x)
+        } else {
+            layer.forward(x)
+        };
         *dims.last_mut().expect("checked above") = layer.out_features();
         Ok((candle_core::CpuStorage::F32(out), dims.into()))
     }
@@ -1066,6 +1204,35 @@ mod kernel_tests {
             {
                 assert_close(w, g, 1e-4, &format!("{dims:?} d{name}"));
             }
+        }
+    }
+
+    #[test]
+    fn residual_layer_norm_equals_layer_norm_of_the_sum() {
+        for dims in [vec![1usize, 2usize], vec![3, 11, 384], vec![2, 4099]] {
+            let width = *dims.last().unwrap();
+            let (x, r) = (irregular(&dims, 0.0, 9.0), irregular(&dims, 7.0, 3.0));
+            let (w, b) = (irregular(&[width], 1.0, 2.0), irregular(&[width], 2.0, 2.0));
+            // Plain tensors (no gradient tracked): the fused pass.
+            let plain = |v: &candle_core::Var| v.as_tensor().detach();
+            let fused =
+                residual_layer_norm(&plain(&x), &plain(&r), &plain(&w), &plain(&b), 1e-12).unwrap();
+            let sum = (plain(&x) + plain(&r)).unwrap();
+            let want = layer_norm(&sum, &plain(&w), &plain(&b), 1e-12).unwrap();
+            let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_close(&flat(&want), &flat(&fused), 1e-5, &format!("{dims:?}"));
+            // Variables: the differentiable composition, gradients reach all four.
+            let y = residual_layer_norm(
+                x.as_tensor(),
+                r.as_tensor(),
+                w.as_tensor(),
+                b.as_tensor(),
+                1e-12,
+            )
+            .unwrap();
+            let (values, grads) = values_and_grads(&y, &[&x, &r, &w, &b]);
+            assert_close(&flat(&want), &values, 1e-5, &format!("{dims:?} tracked"));
+            assert_eq!(grads[0], grads[1], "d(x + r)/dx = d(x + r)/dr");
         }
     }
 
