@@ -36,7 +36,7 @@ fn random(shape: &[usize]) -> Result<Tensor> {
 }
 
 /// Weight and bias of a dense layer, applied as in the model at inference: through weights
-/// packed at load ([`ops::linear_packed`]) where the CPU allows, else [`ops::linear`] (the
+/// packed at load ([`ops::linear_prepared`]) where the CPU allows, else [`ops::linear`] (the
 /// training path, timed separately below).
 struct Dense(Tensor, Tensor, Option<std::sync::Arc<PackedLinear>>);
 
@@ -55,7 +55,7 @@ impl Dense {
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match &self.2 {
-            Some(packed) => ops::linear_packed(x, packed, false),
+            Some(packed) => ops::linear_prepared(x, packed, false),
             None => self.forward_general(x),
         }
     }

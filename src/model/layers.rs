@@ -65,8 +65,8 @@ impl Linear {
         train: bool,
     ) -> Result<Tensor> {
         match (&self.int8, &self.packed, activation) {
-            (Some(int8), _, Activation::Gelu) => ops::linear_int8(x, int8, true),
-            (None, Some(packed), Activation::Gelu) => ops::linear_packed(x, packed, true),
+            (Some(int8), _, Activation::Gelu) => ops::linear_prepared(x, int8, true),
+            (None, Some(packed), Activation::Gelu) => ops::linear_prepared(x, packed, true),
             _ => ops::activation(&self.forward(x)?, activation, train),
         }
     }
@@ -75,8 +75,8 @@ impl Linear {
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match (&self.int8, &self.packed) {
-            (Some(int8), _) => ops::linear_int8(x, int8, false),
-            (None, Some(packed)) => ops::linear_packed(x, packed, false),
+            (Some(int8), _) => ops::linear_prepared(x, int8, false),
+            (None, Some(packed)) => ops::linear_prepared(x, packed, false),
             (None, None) => ops::linear(x, &self.weight, &self.bias),
         }
     }

@@ -832,86 +832,86 @@ impl candle_core::CustomOp1 for ColumnSums {
     }
 }
 
-/// `x W^T + b` through int8 weights (see [`super::int8`]), then exact GELU if `gelu`: f32 CPU
-/// input of any rank whose last dimension is the layer's input width. No gradient flows
-/// through it.
-pub fn linear_int8(
-    x: &Tensor,
-    layer: &std::sync::Arc<super::int8::Int8Linear>,
-    gelu: bool,
-) -> Result<Tensor> {
-    if x.dtype() != DType::F32 || !x.device().is_cpu() {
-        candle_core::bail!(
-            "int8 layers run on f32 CPU tensors, not {:?} on {:?}",
-            x.dtype(),
-            x.device()
-        );
-    }
-    x.contiguous()?
-        .apply_op1_no_bwd(&Int8LinearOp(layer.clone(), gelu))
+/// A dense layer prepared at load for CPU inference: weights packed for the f32 kernel
+/// ([`super::packed::PackedLinear`]) or quantized to int8 ([`super::int8::Int8Linear`]).
+pub trait PreparedLinear: std::fmt::Debug + Send + Sync + 'static {
+    /// Names the kernel in errors.
+    const NAME: &'static str;
+    /// Input width.
+    fn in_features(&self) -> usize;
+    /// Output width.
+    fn out_features(&self) -> usize;
+    /// `x W^T + b` for whole rows of `x`, then exact GELU if `gelu`.
+    fn forward_rows(&self, x: &[f32], gelu: bool) -> Vec<f32>;
 }
 
-/// The kernel of [`linear_int8`]: the layer, and whether GELU follows.
-#[derive(Debug, Clone)]
-struct Int8LinearOp(std::sync::Arc<super::int8::Int8Linear>, bool);
+impl PreparedLinear for super::packed::PackedLinear {
+    const NAME: &'static str = "packed-linear";
 
-impl candle_core::CustomOp1 for Int8LinearOp {
-    fn name(&self) -> &'static str {
-        "int8-linear"
+    fn in_features(&self) -> usize {
+        self.in_features()
     }
 
-    fn cpu_fwd(
-        &self,
-        storage: &candle_core::CpuStorage,
-        layout: &candle_core::Layout,
-    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        let layer = &self.0;
-        let mut dims = layout.dims().to_vec();
-        if dims.last() != Some(&layer.in_features()) {
-            candle_core::bail!(
-                "{}: input {:?} does not end in the layer's {} input features",
-                self.name(),
-                layout.shape(),
-                layer.in_features()
-            );
-        }
-        let x = contiguous_f32(self.name(), storage, layout)?;
-        let out = if self.1 {
-            layer.forward_gelu(x)
+    fn out_features(&self) -> usize {
+        self.out_features()
+    }
+
+    fn forward_rows(&self, x: &[f32], gelu: bool) -> Vec<f32> {
+        if gelu {
+            self.forward_gelu(x)
         } else {
-            layer.forward(x)
-        };
-        *dims.last_mut().expect("checked above") = layer.out_features();
-        Ok((candle_core::CpuStorage::F32(out), dims.into()))
+            self.forward(x)
+        }
     }
 }
 
-/// `x W^T + b` through weights packed at load (see [`super::packed`]), then exact GELU if
+impl PreparedLinear for super::int8::Int8Linear {
+    const NAME: &'static str = "int8-linear";
+
+    fn in_features(&self) -> usize {
+        self.in_features()
+    }
+
+    fn out_features(&self) -> usize {
+        self.out_features()
+    }
+
+    fn forward_rows(&self, x: &[f32], gelu: bool) -> Vec<f32> {
+        if gelu {
+            self.forward_gelu(x)
+        } else {
+            self.forward(x)
+        }
+    }
+}
+
+/// `x W^T + b` through a layer prepared at load ([`PreparedLinear`]), then exact GELU if
 /// `gelu`: f32 CPU input of any rank whose last dimension is the layer's input width. No
 /// gradient flows through it.
-pub fn linear_packed(
+pub fn linear_prepared<L: PreparedLinear>(
     x: &Tensor,
-    layer: &std::sync::Arc<super::packed::PackedLinear>,
+    layer: &std::sync::Arc<L>,
     gelu: bool,
 ) -> Result<Tensor> {
     if x.dtype() != DType::F32 || !x.device().is_cpu() {
         candle_core::bail!(
-            "packed layers run on f32 CPU tensors, not {:?} on {:?}",
+            "{} runs on f32 CPU tensors, not {:?} on {:?}",
+            L::NAME,
             x.dtype(),
             x.device()
         );
     }
     x.contiguous()?
-        .apply_op1_no_bwd(&PackedLinearOp(layer.clone(), gelu))
+        .apply_op1_no_bwd(&PreparedLinearOp(layer.clone(), gelu))
 }
 
-/// The kernel of [`linear_packed`]: the layer, and whether GELU follows.
+/// The kernel of [`linear_prepared`]: the layer, and whether GELU follows.
 #[derive(Debug, Clone)]
-struct PackedLinearOp(std::sync::Arc<super::packed::PackedLinear>, bool);
+struct PreparedLinearOp<L>(std::sync::Arc<L>, bool);
 
-impl candle_core::CustomOp1 for PackedLinearOp {
+impl<L: PreparedLinear> candle_core::CustomOp1 for PreparedLinearOp<L> {
     fn name(&self) -> &'static str {
-        "packed-linear"
+        L::NAME
     }
 
     fn cpu_fwd(
@@ -929,12 +929,7 @@ impl candle_core::CustomOp1 for PackedLinearOp {
                 layer.in_features()
             );
         }
-        let x = contiguous_f32(self.name(), storage, layout)?;
-        let out = if self.1 {
-            layer.forward_gelu(x)
-        } else {
-            layer.forward(x)
-        };
+        let out = layer.forward_rows(contiguous_f32(self.name(), storage, layout)?, self.1);
         *dims.last_mut().expect("checked above") = layer.out_features();
         Ok((candle_core::CpuStorage::F32(out), dims.into()))
     }
