@@ -285,7 +285,7 @@ pub struct GeluErf;
 const TASK_ELEMENTS: usize = 8192;
 
 /// The f32 values of a contiguous CPU tensor; an error naming `op` otherwise.
-fn contiguous_f32<'a>(
+pub(crate) fn contiguous_f32<'a>(
     op: &str,
     storage: &'a candle_core::CpuStorage,
     layout: &candle_core::Layout,
@@ -293,6 +293,19 @@ fn contiguous_f32<'a>(
     match layout.contiguous_offsets() {
         Some((start, end)) => Ok(&storage.as_slice::<f32>()?[start..end]),
         None => candle_core::bail!("{op} needs contiguous tensors"),
+    }
+}
+
+/// The f32 values of a contiguous CPU tensor, to write in place (the custom in-place ops);
+/// an error naming `op` otherwise.
+pub(crate) fn contiguous_f32_mut<'a>(
+    op: &str,
+    storage: &'a mut candle_core::CpuStorage,
+    layout: &candle_core::Layout,
+) -> Result<&'a mut [f32]> {
+    match (storage, layout.contiguous_offsets()) {
+        (candle_core::CpuStorage::F32(values), Some((start, end))) => Ok(&mut values[start..end]),
+        _ => candle_core::bail!("{op} needs contiguous f32 tensors"),
     }
 }
 

@@ -13,6 +13,7 @@ use candle_core::{CpuStorage, DType, Layout, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::model::ops::{contiguous_f32, contiguous_f32_mut};
 
 /// Hyper-parameters of AdamW.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -219,18 +220,6 @@ impl AdamW {
 /// Elements per parallel task of the in-place updates.
 const UPDATE_TASK: usize = 1 << 14;
 
-/// The f32 elements of a contiguous CPU storage; an error naming `op` otherwise.
-fn f32_slice<'a>(
-    op: &str,
-    storage: &'a CpuStorage,
-    layout: &Layout,
-) -> candle_core::Result<&'a [f32]> {
-    match (storage, layout.contiguous_offsets()) {
-        (CpuStorage::F32(values), Some((start, end))) => Ok(&values[start..end]),
-        _ => candle_core::bail!("{op} needs contiguous f32 tensors"),
-    }
-}
-
 /// `moment = decay · moment + (1 − decay) · g` (or `g²`), in place, with candle's rounding:
 /// each product rounded, then the sum.
 struct MomentUpdate {
@@ -262,13 +251,8 @@ impl candle_core::InplaceOp2 for MomentUpdate {
         grad_layout: &Layout,
     ) -> candle_core::Result<()> {
         use rayon::prelude::*;
-        let grad = f32_slice(self.name(), grad, grad_layout)?;
-        let (CpuStorage::F32(values), Some((start, end))) =
-            (moment, moment_layout.contiguous_offsets())
-        else {
-            candle_core::bail!("{} needs contiguous f32 tensors", self.name());
-        };
-        let moment = &mut values[start..end];
+        let grad = contiguous_f32(self.name(), grad, grad_layout)?;
+        let moment = contiguous_f32_mut(self.name(), moment, moment_layout)?;
         if moment.len() != grad.len() {
             candle_core::bail!(
                 "{}: {} moments for {} gradients",
@@ -325,14 +309,9 @@ impl candle_core::InplaceOp3 for ParamUpdate {
         v_layout: &Layout,
     ) -> candle_core::Result<()> {
         use rayon::prelude::*;
-        let m = f32_slice(self.name(), m, m_layout)?;
-        let v = f32_slice(self.name(), v, v_layout)?;
-        let (CpuStorage::F32(values), Some((start, end))) =
-            (theta, theta_layout.contiguous_offsets())
-        else {
-            candle_core::bail!("{} needs contiguous f32 tensors", self.name());
-        };
-        let theta = &mut values[start..end];
+        let m = contiguous_f32(self.name(), m, m_layout)?;
+        let v = contiguous_f32(self.name(), v, v_layout)?;
+        let theta = contiguous_f32_mut(self.name(), theta, theta_layout)?;
         if theta.len() != m.len() || theta.len() != v.len() {
             candle_core::bail!("{}: parameter and moments differ in size", self.name());
         }
