@@ -14,7 +14,7 @@ mod common;
 
 /// As the `standpoint` binary (see src/main.rs).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: standpoint::allocator::MiMalloc = standpoint::allocator::MiMalloc;
 
 use common::arg;
 use std::collections::HashMap;
@@ -111,6 +111,7 @@ fn model_alone(
 }
 
 fn main() -> standpoint::Result<()> {
+    standpoint::allocator::keep_freed_pages();
     let base = PathBuf::from(arg("--model", "../shared/models/all-MiniLM-L6-v2"));
     let corpus = arg("--corpus", "../shared/bench/corpus.txt");
     let runs: usize = arg("--runs", "3").parse().expect("--runs N");

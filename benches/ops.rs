@@ -8,7 +8,7 @@ mod common;
 
 /// As the `standpoint` binary (see src/main.rs).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: standpoint::allocator::MiMalloc = standpoint::allocator::MiMalloc;
 
 use common::arg;
 use std::time::Instant;
@@ -71,6 +71,7 @@ impl Dense {
 }
 
 fn main() -> Result<()> {
+    standpoint::allocator::keep_freed_pages();
     let num = |name: &str, default: &str| -> usize { arg(name, default).parse().expect(name) };
     let (batch, seq, hidden, ffn, heads) = (
         num("--batch", "32"),

@@ -11,7 +11,7 @@ mod common;
 
 /// As the `standpoint` binary (see src/main.rs).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: standpoint::allocator::MiMalloc = standpoint::allocator::MiMalloc;
 
 use common::arg;
 use std::path::PathBuf;
@@ -26,6 +26,7 @@ use standpoint::train::loss::cross_entropy;
 use standpoint::train::optim::{AdamW, AdamWConfig};
 
 fn main() -> standpoint::Result<()> {
+    standpoint::allocator::keep_freed_pages();
     let model_dir = PathBuf::from(arg("--model", "../shared/models/all-MiniLM-L6-v2"));
     let corpus = arg("--corpus", "../shared/bench/corpus.txt");
     let steps: usize = arg("--steps", "20").parse().expect("--steps N");

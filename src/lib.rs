@@ -23,6 +23,7 @@
 
 #![warn(missing_docs)]
 
+pub mod allocator;
 pub mod calibration;
 pub mod classify;
 pub mod error;

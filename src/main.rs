@@ -21,11 +21,9 @@ use standpoint::{
     Classifier, ClassifierOptions, HeadPooling, Prediction, Query, parse_device, parse_dtype,
 };
 
-/// Tensors are freed and reallocated every step; glibc returns large blocks to the OS and
-/// pays a page fault per 4 KiB to get them back (a quarter of a training step), mimalloc
-/// reuses them.
+/// See [`standpoint::allocator`]: tensors are freed and reallocated every batch and step.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: standpoint::allocator::MiMalloc = standpoint::allocator::MiMalloc;
 
 mod progress;
 
@@ -748,6 +746,7 @@ fn export(args: &ExportArgs) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    standpoint::allocator::keep_freed_pages();
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Classify(args) => classify(args),
