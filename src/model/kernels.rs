@@ -370,18 +370,21 @@ unsafe fn small_gemm(
 }
 
 /// Scaled dot-product attention of one sequence, all heads:
-/// `out[i, h] = Σ_j softmax_j(scale · q[i, h]·k[j, h] + key_bias[j]) v[j, h]`.
+/// `out[i, h] = Σ_j dropout(softmax_j(scale · q[i, h]·k[j, h] + key_bias[j]))[h, i, j] v[j, h]`.
 /// `q`, `k`, `v`, `out`: `seq × (heads · head_dim)` row-major, read and written in place
 /// (no head-split copies); `key_bias`: `seq` values added to every query's scores (0, or a
-/// large negative value for padding); `scores` is resized as needed.
+/// large negative value for padding); `dropout`: `heads × seq × seq` factors (0 or
+/// `1 / (1 - p)`) multiplying the attention weights, if any; `scores` is resized as needed.
 ///
 /// # Panics
 /// If a slice is shorter than the shape says.
+#[allow(clippy::too_many_arguments)]
 pub fn attention_sequence(
     q: &[f32],
     k: &[f32],
     v: &[f32],
     key_bias: &[f32],
+    dropout: Option<&[f32]>,
     out: &mut [f32],
     shape: AttentionShape,
     scores: &mut Vec<f32>,
@@ -396,30 +399,25 @@ pub fn attention_sequence(
         assert!(slice.len() >= seq * width, "attention input too short");
     }
     assert!(key_bias.len() >= seq, "attention key bias too short");
+    if let Some(mask) = dropout {
+        assert!(
+            mask.len() >= heads * seq * seq,
+            "attention dropout mask too short"
+        );
+    }
     if seq == 0 || head_dim == 0 {
         return;
     }
-    let scale = 1.0 / (head_dim as f32).sqrt();
     scores.resize(seq * seq, 0.0);
     for h in 0..heads {
         let column = h * head_dim;
-        for row in scores.chunks_exact_mut(seq) {
-            row.copy_from_slice(&key_bias[..seq]);
+        attention_weights(q, k, key_bias, shape, h, scores);
+        if let Some(mask) = dropout {
+            multiply_in_place(scores, &mask[h * seq * seq..(h + 1) * seq * seq]);
         }
-        // SAFETY: the matrices are seq × head_dim blocks of q / k / v / out starting at
-        // `column` with row stride `width`, inside the slices checked above; scores is seq × seq.
-        unsafe {
-            small_gemm(
-                (seq, seq, head_dim),
-                (scores.as_mut_ptr(), seq, 1),
-                true,
-                (q[column..].as_ptr(), width, 1),
-                (k[column..].as_ptr(), 1, width),
-                scale,
-            );
-        }
-        softmax_rows_in_place(scores, seq);
-        // SAFETY: as above.
+        // SAFETY: v and out hold seq rows of `width` values (checked above), so the
+        // seq × head_dim blocks at `column` with row stride `width` are in bounds; scores is
+        // seq × seq.
         unsafe {
             small_gemm(
                 (seq, head_dim, seq),
@@ -428,6 +426,160 @@ pub fn attention_sequence(
                 (scores.as_ptr(), seq, 1),
                 (v[column..].as_ptr(), width, 1),
                 1.0,
+            );
+        }
+    }
+}
+
+/// `scores` (`seq × seq`) = the softmax-normalised attention weights of head `h`:
+/// `softmax_j(scale · q[i, h]·k[j, h] + key_bias[j])`.
+fn attention_weights(
+    q: &[f32],
+    k: &[f32],
+    key_bias: &[f32],
+    shape: AttentionShape,
+    h: usize,
+    scores: &mut [f32],
+) {
+    let AttentionShape {
+        seq,
+        heads,
+        head_dim,
+    } = shape;
+    let (width, column) = (heads * head_dim, h * head_dim);
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    for row in scores.chunks_exact_mut(seq) {
+        row.copy_from_slice(&key_bias[..seq]);
+    }
+    // SAFETY: q and k hold seq rows of `width` values (checked by the callers), so the
+    // seq × head_dim blocks starting at `column` with row stride `width` are in bounds;
+    // scores is seq × seq.
+    unsafe {
+        small_gemm(
+            (seq, seq, head_dim),
+            (scores.as_mut_ptr(), seq, 1),
+            true,
+            (q[column..].as_ptr(), width, 1),
+            (k[column..].as_ptr(), 1, width),
+            scale,
+        );
+    }
+    softmax_rows_in_place(scores, seq);
+}
+
+multiversion! {
+    /// `values[i] *= factors[i]`.
+    fn multiply_in_place(values: &mut [f32], factors: &[f32]) {
+        for (v, f) in values.iter_mut().zip(factors) {
+            *v *= f;
+        }
+    }
+}
+
+/// Gradients of [`attention_sequence`] for one sequence, all heads: given `grad_out`
+/// (`seq × width`, the gradient of `out`), writes `grad_q`, `grad_k`, `grad_v`
+/// (`seq × width` each). The attention weights are recomputed from `q` and `k`;
+/// `dropout` must be the mask the forward pass used. `scratch` is resized as needed.
+///
+/// Per head, with `P` the weights, `M` the dropout factors and `G` = `grad_out`:
+/// `dV = (P ⊙ M)ᵀ G`, `dP = (G Vᵀ) ⊙ M`, `dS = P ⊙ (dP − rowsum(dP ⊙ P))`,
+/// `dQ = scale · dS K`, `dK = scale · dSᵀ Q`.
+///
+/// # Panics
+/// If a slice is shorter than the shape says.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_sequence_grad(
+    (q, k, v): (&[f32], &[f32], &[f32]),
+    key_bias: &[f32],
+    dropout: Option<&[f32]>,
+    grad_out: &[f32],
+    (grad_q, grad_k, grad_v): (&mut [f32], &mut [f32], &mut [f32]),
+    shape: AttentionShape,
+    scratch: &mut Vec<f32>,
+) {
+    let AttentionShape {
+        seq,
+        heads,
+        head_dim,
+    } = shape;
+    let width = heads * head_dim;
+    for slice in [q, k, v, grad_out, &*grad_q, &*grad_k, &*grad_v] {
+        assert!(
+            slice.len() >= seq * width,
+            "attention gradient operand too short"
+        );
+    }
+    assert!(key_bias.len() >= seq, "attention key bias too short");
+    if let Some(mask) = dropout {
+        assert!(
+            mask.len() >= heads * seq * seq,
+            "attention dropout mask too short"
+        );
+    }
+    if seq == 0 || head_dim == 0 {
+        return;
+    }
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let square = seq * seq;
+    scratch.resize(3 * square, 0.0);
+    let (probs, rest) = scratch.split_at_mut(square);
+    let (kept, grad_probs) = rest.split_at_mut(square);
+    for h in 0..heads {
+        let column = h * head_dim;
+        let mask = dropout.map(|m| &m[h * square..(h + 1) * square]);
+        attention_weights(q, k, key_bias, shape, h, probs);
+        kept.copy_from_slice(probs);
+        if let Some(mask) = mask {
+            multiply_in_place(kept, mask);
+        }
+        // SAFETY (all four products): every seq × head_dim block starts at `column` of a
+        // slice holding seq rows of `width` values (checked above) and is read with row
+        // stride `width`; the seq × seq buffers are `square` long; outputs do not overlap
+        // inputs.
+        unsafe {
+            // dV = keptᵀ G
+            small_gemm(
+                (seq, head_dim, seq),
+                (grad_v[column..].as_mut_ptr(), width, 1),
+                false,
+                (kept.as_ptr(), 1, seq),
+                (grad_out[column..].as_ptr(), width, 1),
+                1.0,
+            );
+            // d(kept) = G Vᵀ
+            small_gemm(
+                (seq, seq, head_dim),
+                (grad_probs.as_mut_ptr(), seq, 1),
+                false,
+                (grad_out[column..].as_ptr(), width, 1),
+                (v[column..].as_ptr(), 1, width),
+                1.0,
+            );
+        }
+        if let Some(mask) = mask {
+            multiply_in_place(grad_probs, mask);
+        }
+        softmax_grad_rows(probs, grad_probs, kept, seq);
+        let grad_scores = &*kept;
+        // SAFETY: as above.
+        unsafe {
+            // dQ = scale · dS K
+            small_gemm(
+                (seq, head_dim, seq),
+                (grad_q[column..].as_mut_ptr(), width, 1),
+                false,
+                (grad_scores.as_ptr(), seq, 1),
+                (k[column..].as_ptr(), width, 1),
+                scale,
+            );
+            // dK = scale · dSᵀ Q
+            small_gemm(
+                (seq, head_dim, seq),
+                (grad_k[column..].as_mut_ptr(), width, 1),
+                false,
+                (grad_scores.as_ptr(), 1, seq),
+                (q[column..].as_ptr(), width, 1),
+                scale,
             );
         }
     }

@@ -484,15 +484,25 @@ pub fn dropout(x: &Tensor, p: f32, train: bool) -> Result<Tensor> {
     if p >= 1.0 {
         return x.zeros_like();
     }
+    x * dropout_mask(x.shape(), p, x.dtype(), x.device())?
+}
+
+/// The factors of one inverted-dropout draw: each 0 with probability `p`, else `1 / (1 - p)`,
+/// drawn in row-major order from this thread's dropout generator (see [`seed_dropout`]).
+pub fn dropout_mask(
+    shape: &candle_core::Shape,
+    p: f32,
+    dtype: DType,
+    device: &candle_core::Device,
+) -> Result<Tensor> {
     let scale = 1.0 / (1.0 - p);
     let mask: Vec<f32> = DROPOUT_RNG.with(|rng| {
         let mut rng = rng.borrow_mut();
-        (0..x.elem_count())
+        (0..shape.elem_count())
             .map(|_| if rng.random::<f32>() < p { 0.0 } else { scale })
             .collect()
     });
-    let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
-    x * mask
+    Tensor::from_vec(mask, shape, device)?.to_dtype(dtype)
 }
 
 /// `(batch, seq, heads * head_dim)` → `(batch, heads, seq, head_dim)`.
@@ -540,9 +550,10 @@ pub fn attention(
 /// `(batch, seq, heads * head_dim)`, `bias` comes from [`attention_bias`], and the result is
 /// `(batch, seq, heads * head_dim)` with the heads merged.
 ///
-/// Without active dropout on f32 CPU tensors this is one parallel kernel per sequence
-/// ([`FusedAttention`]: no head-split copies, no per-head matrix multiplies); otherwise the
-/// composition [`split_heads`] → [`attention`] → [`merge_heads`]. Both are differentiable.
+/// On f32 CPU tensors this is one parallel kernel per sequence ([`FusedAttention`]: no
+/// head-split copies, no per-head tensors), with a fused backward ([`AttentionGrad`]) and the
+/// same dropout draws as the composition; elsewhere the composition [`split_heads`] →
+/// [`attention`] → [`merge_heads`]. Both are differentiable.
 pub fn self_attention(
     q: &Tensor,
     k: &Tensor,
@@ -552,11 +563,22 @@ pub fn self_attention(
     dropout_p: f32,
     train: bool,
 ) -> Result<Tensor> {
-    let dropout_active = train && dropout_p > 0.0;
-    if !dropout_active && q.dtype() == DType::F32 && q.device().is_cpu() {
+    if q.dtype() == DType::F32 && q.device().is_cpu() {
+        let (batch, seq, _) = q.dims3()?;
+        let dropout = match (train, dropout_p) {
+            (true, p) if p >= 1.0 => return q.zeros_like(),
+            (true, p) if p > 0.0 => Some(dropout_mask(
+                &(batch, heads, seq, seq).into(),
+                p,
+                DType::F32,
+                q.device(),
+            )?),
+            _ => None,
+        };
         let op = FusedAttention {
             heads,
             bias: bias.clone(),
+            dropout,
         };
         return q
             .contiguous()?
@@ -574,12 +596,80 @@ pub fn self_attention(
 }
 
 /// The kernel of [`self_attention`]: one parallel task per sequence. Its backward is
-/// composed from candle ops (recomputing the attention weights), so gradients are exact.
+/// [`AttentionGrad`] (recomputing the attention weights).
 #[derive(Debug, Clone)]
 pub struct FusedAttention {
     heads: usize,
     /// `(batch, 1, 1, seq)` additive key bias from [`attention_bias`].
     bias: Tensor,
+    /// `(batch, heads, seq, seq)` dropout factors for the attention weights, in training.
+    dropout: Option<Tensor>,
+}
+
+/// Checks the operands of [`FusedAttention`] / [`AttentionGrad`] and returns
+/// `(batch, seq, width)`, the per-sequence attention shape and the key bias values.
+fn attention_operands(
+    op: &str,
+    heads: usize,
+    bias: &Tensor,
+    dropout: Option<&Tensor>,
+    layouts: [&candle_core::Layout; 3],
+) -> Result<((usize, usize, usize), kernels::AttentionShape, Vec<f32>)> {
+    let (batch, seq, width) = layouts[0].shape().dims3()?;
+    if layouts.iter().any(|l| l.shape() != layouts[0].shape()) {
+        candle_core::bail!(
+            "{op}: q {:?}, k {:?} and v {:?} must have one shape",
+            layouts[0].shape(),
+            layouts[1].shape(),
+            layouts[2].shape()
+        );
+    }
+    if heads == 0 || width % heads != 0 {
+        candle_core::bail!("{op}: width {width} is not a multiple of {heads} heads");
+    }
+    let key_bias: Vec<f32> = bias.flatten_all()?.to_vec1()?;
+    if key_bias.len() != batch * seq {
+        candle_core::bail!(
+            "{op}: bias {:?} does not match batch {batch} x seq {seq}",
+            bias.shape()
+        );
+    }
+    if let Some(mask) = dropout
+        && mask.dims() != [batch, heads, seq, seq]
+    {
+        candle_core::bail!(
+            "{op}: dropout mask {:?} is not (batch {batch}, heads {heads}, seq {seq}, seq {seq})",
+            mask.shape()
+        );
+    }
+    let shape = kernels::AttentionShape {
+        seq,
+        heads,
+        head_dim: width / heads,
+    };
+    Ok(((batch, seq, width), shape, key_bias))
+}
+
+/// Runs `f` on the f32 values of a CPU tensor held by a custom op (not one of its operands).
+fn with_f32_values<R>(op: &str, t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        candle_core::Storage::Cpu(cpu) => Ok(f(contiguous_f32(op, cpu, layout)?)),
+        _ => candle_core::bail!("{op} needs CPU tensors"),
+    }
+}
+
+/// Runs `f` on the values of an optional tensor (see [`with_f32_values`]).
+fn with_optional_f32_values<R>(
+    op: &str,
+    t: Option<&Tensor>,
+    f: impl FnOnce(Option<&[f32]>) -> R,
+) -> Result<R> {
+    match t {
+        Some(t) => with_f32_values(op, t, |values| f(Some(values))),
+        None => Ok(f(None)),
+    }
 }
 
 impl candle_core::CustomOp3 for FusedAttention {
@@ -597,57 +687,39 @@ impl candle_core::CustomOp3 for FusedAttention {
         v_layout: &candle_core::Layout,
     ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
         use rayon::prelude::*;
-        let (batch, seq, width) = q_layout.shape().dims3()?;
-        if k_layout.shape() != q_layout.shape() || v_layout.shape() != q_layout.shape() {
-            candle_core::bail!(
-                "{}: q {:?}, k {:?} and v {:?} must have one shape",
-                self.name(),
-                q_layout.shape(),
-                k_layout.shape(),
-                v_layout.shape()
-            );
-        }
-        if self.heads == 0 || width % self.heads != 0 {
-            candle_core::bail!(
-                "{}: width {width} is not a multiple of {} heads",
-                self.name(),
-                self.heads
-            );
-        }
-        let key_bias: Vec<f32> = self.bias.flatten_all()?.to_vec1()?;
-        if key_bias.len() != batch * seq {
-            candle_core::bail!(
-                "{}: bias {:?} does not match batch {batch} x seq {seq}",
-                self.name(),
-                self.bias.shape()
-            );
-        }
+        let ((batch, seq, width), shape, key_bias) = attention_operands(
+            self.name(),
+            self.heads,
+            &self.bias,
+            self.dropout.as_ref(),
+            [q_layout, k_layout, v_layout],
+        )?;
         let (q, k, v) = (
             contiguous_f32(self.name(), q, q_layout)?,
             contiguous_f32(self.name(), k, k_layout)?,
             contiguous_f32(self.name(), v, v_layout)?,
         );
-        let shape = kernels::AttentionShape {
-            seq,
-            heads: self.heads,
-            head_dim: width / self.heads,
-        };
         let step = seq * width;
+        let square = self.heads * seq * seq;
         let mut out = vec![0f32; batch * step];
-        out.par_chunks_mut(step.max(1))
-            .enumerate()
-            .for_each_init(Vec::new, |scratch, (b, out)| {
-                let rows = b * step..(b + 1) * step;
-                kernels::attention_sequence(
-                    &q[rows.clone()],
-                    &k[rows.clone()],
-                    &v[rows],
-                    &key_bias[b * seq..(b + 1) * seq],
-                    out,
-                    shape,
-                    scratch,
-                )
-            });
+        with_optional_f32_values(self.name(), self.dropout.as_ref(), |dropout| {
+            out.par_chunks_mut(step.max(1)).enumerate().for_each_init(
+                Vec::new,
+                |scratch, (b, out)| {
+                    let rows = b * step..(b + 1) * step;
+                    kernels::attention_sequence(
+                        &q[rows.clone()],
+                        &k[rows.clone()],
+                        &v[rows],
+                        &key_bias[b * seq..(b + 1) * seq],
+                        dropout.map(|m| &m[b * square..(b + 1) * square]),
+                        out,
+                        shape,
+                        scratch,
+                    )
+                },
+            )
+        })?;
         Ok((candle_core::CpuStorage::F32(out), q_layout.shape().clone()))
     }
 
@@ -659,25 +731,100 @@ impl candle_core::CustomOp3 for FusedAttention {
         _res: &Tensor,
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (q, k, v, g) = (
-            split_heads(q, self.heads)?,
-            split_heads(k, self.heads)?,
-            split_heads(v, self.heads)?,
-            split_heads(grad_res, self.heads)?,
-        );
-        let scale = 1.0 / (q.dim(D::Minus1)? as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&self.bias)?;
-        let probs = softmax_last_dim(&scores)?;
-        let grad_v = probs.t()?.matmul(&g)?;
-        let grad_probs = g.matmul(&v.t()?)?;
-        let dot = (&grad_probs * &probs)?.sum_keepdim(D::Minus1)?;
-        let grad_scores = (grad_probs.broadcast_sub(&dot)? * &probs)?;
-        let grad_q = (grad_scores.matmul(&k)? * scale)?;
-        let grad_k = (grad_scores.t()?.matmul(&q)? * scale)?;
+        let grads = q.apply_op3_no_bwd(
+            k,
+            v,
+            &AttentionGrad {
+                heads: self.heads,
+                bias: self.bias.clone(),
+                dropout: self.dropout.clone(),
+                grad: grad_res.clone(),
+            },
+        )?;
         Ok((
-            Some(merge_heads(&grad_q)?.detach()),
-            Some(merge_heads(&grad_k)?.detach()),
-            Some(merge_heads(&grad_v)?.detach()),
+            Some(grads.get(0)?),
+            Some(grads.get(1)?),
+            Some(grads.get(2)?),
+        ))
+    }
+}
+
+/// Backward of [`FusedAttention`] on `(q, k, v)`: one parallel task per sequence
+/// ([`kernels::attention_sequence_grad`]), giving `(3, batch, seq, width)`: the gradients of
+/// q, k and v.
+#[derive(Debug, Clone)]
+pub struct AttentionGrad {
+    heads: usize,
+    bias: Tensor,
+    dropout: Option<Tensor>,
+    /// Gradient of the attention's output, `(batch, seq, width)`.
+    grad: Tensor,
+}
+
+impl candle_core::CustomOp3 for AttentionGrad {
+    fn name(&self) -> &'static str {
+        "fused-self-attention-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        q: &candle_core::CpuStorage,
+        q_layout: &candle_core::Layout,
+        k: &candle_core::CpuStorage,
+        k_layout: &candle_core::Layout,
+        v: &candle_core::CpuStorage,
+        v_layout: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use rayon::prelude::*;
+        let ((batch, seq, width), shape, key_bias) = attention_operands(
+            self.name(),
+            self.heads,
+            &self.bias,
+            self.dropout.as_ref(),
+            [q_layout, k_layout, v_layout],
+        )?;
+        if self.grad.shape() != q_layout.shape() {
+            candle_core::bail!(
+                "{}: gradient {:?} does not match the output {:?}",
+                self.name(),
+                self.grad.shape(),
+                q_layout.shape()
+            );
+        }
+        let (q, k, v) = (
+            contiguous_f32(self.name(), q, q_layout)?,
+            contiguous_f32(self.name(), k, k_layout)?,
+            contiguous_f32(self.name(), v, v_layout)?,
+        );
+        let step = seq * width;
+        let square = self.heads * seq * seq;
+        let mut out = vec![0f32; 3 * batch * step];
+        let (grad_q, rest) = out.split_at_mut(batch * step);
+        let (grad_k, grad_v) = rest.split_at_mut(batch * step);
+        with_f32_values(self.name(), &self.grad, |grad| {
+            with_optional_f32_values(self.name(), self.dropout.as_ref(), |dropout| {
+                grad_q
+                    .par_chunks_mut(step.max(1))
+                    .zip(grad_k.par_chunks_mut(step.max(1)))
+                    .zip(grad_v.par_chunks_mut(step.max(1)))
+                    .enumerate()
+                    .for_each_init(Vec::new, |scratch, (b, ((dq, dk), dv))| {
+                        let rows = b * step..(b + 1) * step;
+                        kernels::attention_sequence_grad(
+                            (&q[rows.clone()], &k[rows.clone()], &v[rows.clone()]),
+                            &key_bias[b * seq..(b + 1) * seq],
+                            dropout.map(|m| &m[b * square..(b + 1) * square]),
+                            &grad[rows],
+                            (dq, dk, dv),
+                            shape,
+                            scratch,
+                        )
+                    })
+            })
+        })??;
+        Ok((
+            candle_core::CpuStorage::F32(out),
+            (3, batch, seq, width).into(),
         ))
     }
 }
@@ -1100,11 +1247,15 @@ mod kernel_tests {
 
     #[test]
     fn fused_attention_matches_the_composition_forward_and_backward() {
-        // Odd sizes, one and several heads, padded keys (the last `pad` positions of some rows).
-        for (batch, seq, heads, head_dim, pad) in [
-            (1usize, 1usize, 1usize, 1usize, 0usize),
-            (3, 7, 3, 5, 2),
-            (2, 19, 4, 8, 11),
+        // Odd sizes, one and several heads, padded keys (the last `pad` positions of some
+        // rows), with and without dropout on the attention weights.
+        for (batch, seq, heads, head_dim, pad, dropout) in [
+            (1usize, 1usize, 1usize, 1usize, 0usize, 0.0f32),
+            (3, 7, 3, 5, 2, 0.0),
+            (2, 19, 4, 8, 11, 0.0),
+            (1, 1, 1, 1, 0, 0.5),
+            (3, 7, 3, 5, 2, 0.3),
+            (2, 19, 4, 8, 11, 0.1),
         ] {
             let width = heads * head_dim;
             let q = irregular(&[batch, seq, width], 0.0, 4.0);
@@ -1117,22 +1268,33 @@ mod kernel_tests {
             let bias = attention_bias(&mask, DType::F32).unwrap();
             let vars = [&q, &k, &v];
             let (q, k, v) = (q.as_tensor(), k.as_tensor(), v.as_tensor());
+            let train = dropout > 0.0;
+            // Both paths draw their dropout mask first, from the same seed.
+            seed_dropout(11);
             let composed = merge_heads(
                 &attention(
                     &split_heads(q, heads).unwrap(),
                     &split_heads(k, heads).unwrap(),
                     &split_heads(v, heads).unwrap(),
                     &bias,
-                    0.0,
-                    false,
+                    dropout,
+                    train,
                 )
                 .unwrap(),
             )
             .unwrap();
-            let fused = self_attention(q, k, v, &bias, heads, 0.0, false).unwrap();
+            seed_dropout(11);
+            let fused = self_attention(q, k, v, &bias, heads, dropout, train).unwrap();
             let (want, want_grads) = values_and_grads(&composed, &vars);
             let (got, got_grads) = values_and_grads(&fused, &vars);
-            let case = format!("{batch}x{seq}, {heads} heads of {head_dim}");
+            let case = format!("{batch}x{seq}, {heads} heads of {head_dim}, dropout {dropout}");
+            if train {
+                // Dropout must really change the output, or the case proves nothing.
+                let plain = self_attention(q, k, v, &bias, heads, 0.0, false).unwrap();
+                let plain: Vec<f32> = plain.flatten_all().unwrap().to_vec1().unwrap();
+                let changed = plain.iter().zip(&want).any(|(p, w)| (p - w).abs() > 1e-3);
+                assert!(changed, "{case}: dropout changed nothing");
+            }
             assert_close(&want, &got, 1e-5, &format!("{case} output"));
             for (name, (w, g)) in ["q", "k", "v"]
                 .iter()
