@@ -607,14 +607,14 @@ pub struct FusedAttention {
 }
 
 /// Checks the operands of [`FusedAttention`] / [`AttentionGrad`] and returns
-/// `(batch, seq, width)`, the per-sequence attention shape and the key bias values.
+/// the batch size, the per-sequence attention shape and the key bias values.
 fn attention_operands(
     op: &str,
     heads: usize,
     bias: &Tensor,
     dropout: Option<&Tensor>,
     layouts: [&candle_core::Layout; 3],
-) -> Result<((usize, usize, usize), kernels::AttentionShape, Vec<f32>)> {
+) -> Result<(usize, kernels::AttentionShape, Vec<f32>)> {
     let (batch, seq, width) = layouts[0].shape().dims3()?;
     if layouts.iter().any(|l| l.shape() != layouts[0].shape()) {
         candle_core::bail!(
@@ -647,7 +647,7 @@ fn attention_operands(
         heads,
         head_dim: width / heads,
     };
-    Ok(((batch, seq, width), shape, key_bias))
+    Ok((batch, shape, key_bias))
 }
 
 /// Runs `f` on the f32 values of a CPU tensor held by a custom op (not one of its operands).
@@ -687,13 +687,14 @@ impl candle_core::CustomOp3 for FusedAttention {
         v_layout: &candle_core::Layout,
     ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
         use rayon::prelude::*;
-        let ((batch, seq, width), shape, key_bias) = attention_operands(
+        let (batch, shape, key_bias) = attention_operands(
             self.name(),
             self.heads,
             &self.bias,
             self.dropout.as_ref(),
             [q_layout, k_layout, v_layout],
         )?;
+        let (seq, width) = (shape.seq, shape.heads * shape.head_dim);
         let (q, k, v) = (
             contiguous_f32(self.name(), q, q_layout)?,
             contiguous_f32(self.name(), k, k_layout)?,
@@ -776,13 +777,14 @@ impl candle_core::CustomOp3 for AttentionGrad {
         v_layout: &candle_core::Layout,
     ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
         use rayon::prelude::*;
-        let ((batch, seq, width), shape, key_bias) = attention_operands(
+        let (batch, shape, key_bias) = attention_operands(
             self.name(),
             self.heads,
             &self.bias,
             self.dropout.as_ref(),
             [q_layout, k_layout, v_layout],
         )?;
+        let (seq, width) = (shape.seq, shape.heads * shape.head_dim);
         if self.grad.shape() != q_layout.shape() {
             candle_core::bail!(
                 "{}: gradient {:?} does not match the output {:?}",
