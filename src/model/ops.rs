@@ -489,19 +489,35 @@ pub fn dropout(x: &Tensor, p: f32, train: bool) -> Result<Tensor> {
 
 /// The factors of one inverted-dropout draw: each 0 with probability `p`, else `1 / (1 - p)`,
 /// drawn in row-major order from this thread's dropout generator (see [`seed_dropout`]).
+///
+/// Drawn in parallel: each value takes one 32-bit word of the ChaCha stream, so a task can
+/// seek to its first value's word and the mask is the same as one serial draw.
 pub fn dropout_mask(
     shape: &candle_core::Shape,
     p: f32,
     dtype: DType,
     device: &candle_core::Device,
 ) -> Result<Tensor> {
+    use rayon::prelude::*;
+    const TASK_VALUES: usize = 1 << 15;
     let scale = 1.0 / (1.0 - p);
-    let mask: Vec<f32> = DROPOUT_RNG.with(|rng| {
+    let count = shape.elem_count();
+    let (generator, first_word) = DROPOUT_RNG.with(|rng| {
         let mut rng = rng.borrow_mut();
-        (0..shape.elem_count())
-            .map(|_| if rng.random::<f32>() < p { 0.0 } else { scale })
-            .collect()
+        let first_word = rng.get_word_pos();
+        rng.set_word_pos(first_word + count as u128);
+        (rng.clone(), first_word)
     });
+    let mut mask = vec![0f32; count];
+    mask.par_chunks_mut(TASK_VALUES)
+        .enumerate()
+        .for_each(|(task, values)| {
+            let mut rng = generator.clone();
+            rng.set_word_pos(first_word + (task * TASK_VALUES) as u128);
+            for value in values {
+                *value = if rng.random::<f32>() < p { 0.0 } else { scale };
+            }
+        });
     Tensor::from_vec(mask, shape, device)?.to_dtype(dtype)
 }
 
@@ -1245,6 +1261,40 @@ mod kernel_tests {
                 "{what}[{i}]: {w} vs {g}"
             );
         }
+    }
+
+    #[test]
+    fn dropout_masks_are_the_serial_draws_of_the_seeded_stream() {
+        let (p, scale) = (0.3f32, 1.0 / 0.7f32);
+        seed_dropout(5);
+        // Several parallel tasks, then a second draw that must continue the stream.
+        let shapes = [(3usize, 40_000usize), (7, 11)];
+        let masks: Vec<Vec<f32>> = shapes
+            .iter()
+            .map(|&s| {
+                dropout_mask(&s.into(), p, DType::F32, &Device::Cpu)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap()
+            })
+            .collect();
+        let mut serial = ChaCha8Rng::seed_from_u64(5);
+        for (shape, mask) in shapes.iter().zip(&masks) {
+            let want: Vec<f32> = (0..shape.0 * shape.1)
+                .map(|_| {
+                    if serial.random::<f32>() < p {
+                        0.0
+                    } else {
+                        scale
+                    }
+                })
+                .collect();
+            assert_eq!(&want, mask, "mask of {shape:?}");
+        }
+        let dropped = masks[0].iter().filter(|m| **m == 0.0).count() as f32;
+        assert!((dropped / masks[0].len() as f32 - p).abs() < 0.01);
     }
 
     #[test]
