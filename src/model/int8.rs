@@ -63,16 +63,26 @@ impl Int8Linear {
                 .par_chunks_exact(k)
                 .zip(scales.par_iter_mut())
                 .for_each(|(row, scale)| *scale = weight_scale(row));
-        }
-        for (j, row) in weight.chunks_exact(k.max(1)).enumerate().take(n) {
-            let scale = scales[j];
-            let (block, column) = (j / COLUMNS, j % COLUMNS);
-            for (kk, &w) in row.iter().enumerate() {
-                let q = (w / scale).round_ties_even().clamp(-127.0, 127.0) as i8;
-                column_sums[j] += i32::from(q);
-                let index = ((block * (k_padded / 4) + kk / 4) * COLUMNS + column) * 4 + kk % 4;
-                packed[index] = q;
-            }
+            // Each block of COLUMNS output channels owns one contiguous panel.
+            packed
+                .par_chunks_mut(COLUMNS * k_padded)
+                .zip(column_sums.par_chunks_mut(COLUMNS))
+                .zip(weight.par_chunks(COLUMNS * k))
+                .zip(scales.par_chunks(COLUMNS))
+                .for_each_init(Vec::new, |levels, (((panel, sums), rows), scales)| {
+                    for (column, (row, (&scale, sum))) in rows
+                        .chunks_exact(k)
+                        .zip(scales.iter().zip(sums.iter_mut()))
+                        .enumerate()
+                    {
+                        levels.resize(k, 0);
+                        quantize_weights(row, scale, levels);
+                        *sum = levels.iter().map(|&q| i32::from(q)).sum();
+                        for (kk, &q) in levels.iter().enumerate() {
+                            panel[((kk / 4) * COLUMNS + column) * 4 + kk % 4] = q;
+                        }
+                    }
+                });
         }
         Int8Linear {
             n,
@@ -222,6 +232,19 @@ fn weight_scale(row: &[f32]) -> f32 {
         .map(|scale| (rounding_error(row, scale), scale))
         .min_by(|a, b| a.0.total_cmp(&b.0))
         .map_or(max / 127.0, |(_, scale)| scale)
+}
+
+multiversion! {
+    /// `levels[i] = clamp(round(row[i] / scale), ±127)` (NaN becomes −127).
+    fn quantize_weights(row: &[f32], scale: f32, levels: &mut [i8]) {
+        for (q, &w) in levels.iter_mut().zip(row) {
+            #[allow(clippy::manual_clamp)] // clamp keeps NaN; max/min map it into range
+            let level = (w / scale).round_ties_even().max(-127.0).min(127.0);
+            // SAFETY: level is an integer in [-127, 127]; unlike `as`, which saturates and so
+            // stays scalar, this vectorises.
+            *q = unsafe { level.to_int_unchecked::<i32>() } as i8;
+        }
+    }
 }
 
 multiversion! {
