@@ -476,6 +476,15 @@ multiversion! {
     }
 }
 
+multiversion! {
+    /// `out[i] = values[i] · factors[i]`.
+    pub fn multiply(values: &[f32], factors: &[f32], out: &mut [f32]) {
+        for ((o, v), f) in out.iter_mut().zip(values).zip(factors) {
+            *o = v * f;
+        }
+    }
+}
+
 /// Gradients of [`attention_sequence`] for one sequence, all heads: given `grad_out`
 /// (`seq × width`, the gradient of `out`), writes `grad_q`, `grad_k`, `grad_v`
 /// (`seq × width` each). The attention weights are recomputed from `q` and `k`;

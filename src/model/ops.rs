@@ -484,7 +484,54 @@ pub fn dropout(x: &Tensor, p: f32, train: bool) -> Result<Tensor> {
     if p >= 1.0 {
         return x.zeros_like();
     }
-    x * dropout_mask(x.shape(), p, x.dtype(), x.device())?
+    let mask = dropout_mask(x.shape(), p, x.dtype(), x.device())?;
+    if x.device().is_cpu() && x.dtype() == DType::F32 {
+        return x.contiguous()?.apply_op1(ApplyDropout { mask });
+    }
+    x * mask
+}
+
+/// `x ⊙ mask` for [`dropout`] on f32 CPU tensors, with a backward for `x` alone: candle's
+/// `Mul` also computes, zero-fills and accumulates a gradient for the constant mask.
+#[derive(Debug, Clone)]
+pub struct ApplyDropout {
+    /// The factors from [`dropout_mask`], of the input's shape.
+    mask: Tensor,
+}
+
+impl candle_core::CustomOp1 for ApplyDropout {
+    fn name(&self) -> &'static str {
+        "dropout-mask"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use rayon::prelude::*;
+        if self.mask.shape() != layout.shape() {
+            candle_core::bail!(
+                "{}: mask {:?} does not match the input {:?}",
+                self.name(),
+                self.mask.shape(),
+                layout.shape()
+            );
+        }
+        let x = contiguous_f32(self.name(), storage, layout)?;
+        let mut out = vec![0f32; x.len()];
+        with_f32_values(self.name(), &self.mask, |mask| {
+            out.par_chunks_mut(TASK_ELEMENTS)
+                .zip(x.par_chunks(TASK_ELEMENTS))
+                .zip(mask.par_chunks(TASK_ELEMENTS))
+                .for_each(|((out, x), mask)| kernels::multiply(x, mask, out))
+        })?;
+        Ok((candle_core::CpuStorage::F32(out), layout.shape().clone()))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(grad_res.contiguous()?.apply_op1_no_bwd(self)?))
+    }
 }
 
 /// The factors of one inverted-dropout draw: each 0 with probability `p`, else `1 / (1 - p)`,
@@ -1259,6 +1306,31 @@ mod kernel_tests {
             assert!(
                 (w - g).abs() <= tolerance * w.abs().max(1.0),
                 "{what}[{i}]: {w} vs {g}"
+            );
+        }
+    }
+
+    #[test]
+    fn dropout_matches_multiplying_by_its_mask_forward_and_backward() {
+        for (dims, p) in [
+            (vec![1usize], 0.5f32),
+            (vec![3, 7, 5], 0.1),
+            (vec![9, 4099], 0.3),
+        ] {
+            let x = irregular(&dims, 0.0, 2.0);
+            seed_dropout(3);
+            let mask = dropout_mask(&dims.clone().into(), p, DType::F32, &Device::Cpu).unwrap();
+            let composed = (x.as_tensor() * &mask).unwrap();
+            seed_dropout(3);
+            let fused = dropout(x.as_tensor(), p, true).unwrap();
+            let (want, want_grads) = values_and_grads(&composed, &[&x]);
+            let (got, got_grads) = values_and_grads(&fused, &[&x]);
+            assert_eq!(want, got, "{dims:?} output");
+            assert_eq!(want_grads, got_grads, "{dims:?} gradient");
+            let kept = mask.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert!(
+                kept.contains(&0.0) || kept.len() == 1,
+                "{dims:?}: nothing dropped"
             );
         }
     }
