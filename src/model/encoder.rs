@@ -197,18 +197,17 @@ impl Layer {
             self.config.attention_dropout,
             train,
         )?;
-        let attended = self.attention_output.forward(&context)?;
-        let attended = ops::dropout(&attended, self.config.hidden_dropout, train)?;
+        let attended =
+            self.attention_output
+                .forward_dropout(&context, self.config.hidden_dropout, train)?;
         let x = self.attention_norm.forward_residual(&attended, x)?;
 
         let inner = self
             .ffn_in
             .forward_activation(&x, self.config.activation, train)?;
-        let out = ops::dropout(
-            &self.ffn_out.forward(&inner)?,
-            self.config.hidden_dropout,
-            train,
-        )?;
+        let out = self
+            .ffn_out
+            .forward_dropout(&inner, self.config.hidden_dropout, train)?;
         self.output_norm.forward_residual(&out, &x)
     }
 }

@@ -469,7 +469,7 @@ fn attention_weights(
 
 multiversion! {
     /// `values[i] *= factors[i]`.
-    fn multiply_in_place(values: &mut [f32], factors: &[f32]) {
+    pub fn multiply_in_place(values: &mut [f32], factors: &[f32]) {
         for (v, f) in values.iter_mut().zip(factors) {
             *v *= f;
         }

@@ -56,6 +56,15 @@ impl Linear {
 }
 
 impl Linear {
+    /// `dropout(x W^T + b)` (active only in training), applied inside the product's kernel
+    /// on f32 CPU weights ([`ops::linear_dropout`]).
+    pub fn forward_dropout(&self, x: &Tensor, p: f32, train: bool) -> Result<Tensor> {
+        match (&self.int8, &self.packed) {
+            (None, None) => ops::linear_dropout(x, &self.weight, &self.bias, p, train),
+            _ => ops::dropout(&self.forward(x)?, p, train),
+        }
+    }
+
     /// `activation(x W^T + b)`; with int8 or packed weights exact GELU runs on each block of
     /// the product while it is in cache, rather than as a pass of its own.
     pub fn forward_activation(

@@ -901,17 +901,46 @@ impl candle_core::CustomOp3 for AttentionGrad {
 /// broadcast add), which matters most for the wide feed-forward layer. Elsewhere it is
 /// candle's `broadcast_matmul` plus `broadcast_add`. Both are differentiable.
 pub fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
-    if x.dtype() == DType::F32 && x.device().is_cpu() && weight.dtype() == DType::F32 {
-        return x
-            .contiguous()?
-            .apply_op3(&weight.contiguous()?, &bias.contiguous()?, FusedLinear);
-    }
-    x.broadcast_matmul(&weight.t()?)?.broadcast_add(bias)
+    linear_dropout(x, weight, bias, 0.0, false)
 }
 
-/// The kernel of [`linear`]: bias rows, then gemm accumulating `x W^T` onto them.
-#[derive(Debug, Clone, Copy)]
-pub struct FusedLinear;
+/// [`dropout`]`(`[`linear`]`(x, weight, bias), p, train)`, with the same mask draw; on f32
+/// CPU tensors the mask is applied inside [`FusedLinear`] (no separate pass or graph node).
+pub fn linear_dropout(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    p: f32,
+    train: bool,
+) -> Result<Tensor> {
+    let fused = x.dtype() == DType::F32 && x.device().is_cpu() && weight.dtype() == DType::F32;
+    if !fused || (train && p >= 1.0) {
+        let y = x.broadcast_matmul(&weight.t()?)?.broadcast_add(bias)?;
+        return dropout(&y, p, train);
+    }
+    let dropout = if train && p > 0.0 {
+        let mut dims = x.dims().to_vec();
+        if let Some(last) = dims.last_mut() {
+            *last = weight.dim(0)?;
+        }
+        Some(dropout_mask(&dims.into(), p, DType::F32, x.device())?)
+    } else {
+        None
+    };
+    x.contiguous()?.apply_op3(
+        &weight.contiguous()?,
+        &bias.contiguous()?,
+        FusedLinear { dropout },
+    )
+}
+
+/// The kernel of [`linear`] / [`linear_dropout`]: bias rows, then gemm accumulating `x W^T`
+/// onto them, then the dropout factors if any.
+#[derive(Debug, Clone)]
+pub struct FusedLinear {
+    /// Dropout factors of the output's shape, from [`dropout_mask`].
+    dropout: Option<Tensor>,
+}
 
 impl candle_core::CustomOp3 for FusedLinear {
     fn name(&self) -> &'static str {
@@ -993,6 +1022,20 @@ impl candle_core::CustomOp3 for FusedLinear {
         }
         let mut dims = x_dims.to_vec();
         *dims.last_mut().expect("checked above") = n;
+        if let Some(mask) = &self.dropout {
+            if mask.dims() != dims {
+                candle_core::bail!(
+                    "{}: dropout mask {:?} does not match the output {dims:?}",
+                    self.name(),
+                    mask.shape()
+                );
+            }
+            with_f32_values(self.name(), mask, |mask| {
+                out.par_chunks_mut(TASK_ELEMENTS)
+                    .zip(mask.par_chunks(TASK_ELEMENTS))
+                    .for_each(|(out, mask)| kernels::multiply_in_place(out, mask))
+            })?;
+        }
         Ok((candle_core::CpuStorage::F32(out), dims.into()))
     }
 
@@ -1005,6 +1048,12 @@ impl candle_core::CustomOp3 for FusedLinear {
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (n, k) = weight.dims2()?;
+        let grad_res = match &self.dropout {
+            Some(mask) => &grad_res
+                .contiguous()?
+                .apply_op1_no_bwd(&ApplyDropout { mask: mask.clone() })?,
+            None => grad_res,
+        };
         let grad_rows = grad_res.reshape(((), n))?;
         let grad_x = grad_rows.matmul(weight)?.reshape(x.shape())?;
         let grad_w = grad_rows.t()?.matmul(&x.reshape(((), k))?)?;
@@ -1431,32 +1480,50 @@ mod kernel_tests {
 
     #[test]
     fn fused_linear_matches_matmul_plus_bias_forward_and_backward() {
-        for (dims, n) in [
-            (vec![1usize, 1, 1], 1usize),
-            (vec![2, 5, 7], 3),
-            (vec![33, 17], 40),
+        // Without dropout, and with dropout drawn from the same seed on both sides.
+        for (dims, n, p) in [
+            (vec![1usize, 1, 1], 1usize, 0.0f32),
+            (vec![2, 5, 7], 3, 0.0),
+            (vec![33, 17], 40, 0.0),
+            (vec![2, 5, 7], 3, 0.5),
+            (vec![33, 17], 40, 0.1),
         ] {
+            let train = p > 0.0;
             let k = *dims.last().unwrap();
             let x = irregular(&dims, 0.0, 2.0);
             let w = irregular(&[n, k], 3.0, 2.0);
             let b = irregular(&[n], 5.0, 2.0);
             let vars = [&x, &w, &b];
-            let composed = x
+            let product = x
                 .as_tensor()
                 .broadcast_matmul(&w.as_tensor().t().unwrap())
                 .unwrap()
                 .broadcast_add(b.as_tensor())
                 .unwrap();
-            let fused = linear(x.as_tensor(), w.as_tensor(), b.as_tensor()).unwrap();
+            seed_dropout(9);
+            let mask = dropout_mask(product.shape(), p, DType::F32, &Device::Cpu).unwrap();
+            let composed = if train {
+                (&product * &mask).unwrap()
+            } else {
+                product
+            };
+            seed_dropout(9);
+            let fused = linear_dropout(x.as_tensor(), w.as_tensor(), b.as_tensor(), p, train)
+                .unwrap();
             assert_eq!(fused.dims(), composed.dims());
             let (want, want_grads) = values_and_grads(&composed, &vars);
             let (got, got_grads) = values_and_grads(&fused, &vars);
-            assert_close(&want, &got, 1e-5, &format!("{dims:?} output"));
+            let case = format!("{dims:?} -> {n}, dropout {p}");
+            if train {
+                let zeros = mask.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                assert!(zeros.contains(&0.0), "{case}: nothing dropped");
+            }
+            assert_close(&want, &got, 1e-5, &format!("{case} output"));
             for (name, (w, g)) in ["x", "w", "b"]
                 .iter()
                 .zip(want_grads.iter().zip(&got_grads))
             {
-                assert_close(w, g, 1e-5, &format!("{dims:?} d{name}"));
+                assert_close(w, g, 1e-5, &format!("{case} d{name}"));
             }
         }
     }
