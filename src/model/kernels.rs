@@ -54,12 +54,12 @@ pub fn exp(x: f32) -> f32 {
     // max/min rather than clamp: a NaN becomes FLUSH_BELOW here, so `n` below is in range.
     #[allow(clippy::manual_clamp)]
     let bounded = x.max(FLUSH_BELOW).min(88.0);
-    let n = bounded.mul_add(std::f32::consts::LOG2_E, 0.5).floor();
-    let r = (-n).mul_add(LN2_LO, (-n).mul_add(LN2_HI, bounded));
-    // Horner with fused multiply-adds (one instruction per step on AVX2/AVX-512 and ARM).
-    let p = [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0]
-        .iter()
-        .fold(1.0 / 720.0, |acc: f32, &c| acc.mul_add(r, c));
+    let n = (bounded * std::f32::consts::LOG2_E + 0.5).floor();
+    let r = (bounded - n * LN2_HI) - n * LN2_LO;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
     // SAFETY: n is an integer in [-116, 127] (bounded above). Unlike `as`, which
     // saturates and so stays scalar, this converts a whole vector at once.
     let n = unsafe { n.to_int_unchecked::<i32>() };
@@ -80,11 +80,9 @@ fn normal_cdf(x: f32) -> f32 {
         1.061_405_4,
     ];
     let z = (x * std::f32::consts::FRAC_1_SQRT_2).abs();
-    let t = 1.0 / P.mul_add(z, 1.0);
-    let poly = t * [A[3], A[2], A[1], A[0]]
-        .iter()
-        .fold(A[4], |acc: f32, &a| acc.mul_add(t, a));
-    let erf_abs = (-poly).mul_add(exp(-z * z), 1.0);
+    let t = 1.0 / (1.0 + P * z);
+    let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
+    let erf_abs = 1.0 - poly * exp(-z * z);
     0.5 * (1.0 + erf_abs.copysign(x))
 }
 
