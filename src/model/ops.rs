@@ -1508,8 +1508,8 @@ mod kernel_tests {
                 product
             };
             seed_dropout(9);
-            let fused = linear_dropout(x.as_tensor(), w.as_tensor(), b.as_tensor(), p, train)
-                .unwrap();
+            let fused =
+                linear_dropout(x.as_tensor(), w.as_tensor(), b.as_tensor(), p, train).unwrap();
             assert_eq!(fused.dims(), composed.dims());
             let (want, want_grads) = values_and_grads(&composed, &vars);
             let (got, got_grads) = values_and_grads(&fused, &vars);
