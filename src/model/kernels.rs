@@ -395,16 +395,7 @@ pub fn attention_sequence(
         head_dim,
     } = shape;
     let width = heads * head_dim;
-    for slice in [q, k, v, &*out] {
-        assert!(slice.len() >= seq * width, "attention input too short");
-    }
-    assert!(key_bias.len() >= seq, "attention key bias too short");
-    if let Some(mask) = dropout {
-        assert!(
-            mask.len() >= heads * seq * seq,
-            "attention dropout mask too short"
-        );
-    }
+    check_attention_operands(&[q, k, v, &*out], key_bias, dropout, shape);
     if seq == 0 || head_dim == 0 {
         return;
     }
@@ -428,6 +419,35 @@ pub fn attention_sequence(
                 1.0,
             );
         }
+    }
+}
+
+/// Panics unless every matrix holds `seq` rows of `heads · head_dim` values, the key bias `seq`
+/// values and the dropout mask (if any) `heads × seq × seq`: the attention kernels' raw-pointer
+/// products rely on it.
+fn check_attention_operands(
+    matrices: &[&[f32]],
+    key_bias: &[f32],
+    dropout: Option<&[f32]>,
+    shape: AttentionShape,
+) {
+    let AttentionShape {
+        seq,
+        heads,
+        head_dim,
+    } = shape;
+    for matrix in matrices {
+        assert!(
+            matrix.len() >= seq * heads * head_dim,
+            "attention operand too short"
+        );
+    }
+    assert!(key_bias.len() >= seq, "attention key bias too short");
+    if let Some(mask) = dropout {
+        assert!(
+            mask.len() >= heads * seq * seq,
+            "attention dropout mask too short"
+        );
     }
 }
 
@@ -512,19 +532,12 @@ pub fn attention_sequence_grad(
         head_dim,
     } = shape;
     let width = heads * head_dim;
-    for slice in [q, k, v, grad_out, &*grad_q, &*grad_k, &*grad_v] {
-        assert!(
-            slice.len() >= seq * width,
-            "attention gradient operand too short"
-        );
-    }
-    assert!(key_bias.len() >= seq, "attention key bias too short");
-    if let Some(mask) = dropout {
-        assert!(
-            mask.len() >= heads * seq * seq,
-            "attention dropout mask too short"
-        );
-    }
+    check_attention_operands(
+        &[q, k, v, grad_out, &*grad_q, &*grad_k, &*grad_v],
+        key_bias,
+        dropout,
+        shape,
+    );
     if seq == 0 || head_dim == 0 {
         return;
     }
