@@ -550,9 +550,9 @@ pub fn attention_sequence_grad(
         let column = h * head_dim;
         let mask = dropout.map(|m| &m[h * square..(h + 1) * square]);
         attention_weights(q, k, key_bias, shape, h, probs);
-        kept.copy_from_slice(probs);
-        if let Some(mask) = mask {
-            multiply_in_place(kept, mask);
+        match mask {
+            Some(mask) => multiply(probs, mask, kept),
+            None => kept.copy_from_slice(probs),
         }
         // SAFETY (all four products): every seq × head_dim block starts at `column` of a
         // slice holding seq rows of `width` values (checked above) and is read with row

@@ -481,56 +481,50 @@ pub fn dropout(x: &Tensor, p: f32, train: bool) -> Result<Tensor> {
     if !train || p <= 0.0 {
         return Ok(x.clone());
     }
-    if p >= 1.0 {
-        return x.zeros_like();
-    }
     let mask = dropout_mask(x.shape(), p, x.dtype(), x.device())?;
     if x.device().is_cpu() && x.dtype() == DType::F32 {
-        return x.contiguous()?.apply_op1(ApplyDropout { mask });
+        return x.contiguous()?.apply_op2(&mask, ApplyDropout);
     }
     x * mask
 }
 
 /// `x ⊙ mask` for [`dropout`] on f32 CPU tensors, with a backward for `x` alone: candle's
 /// `Mul` also computes, zero-fills and accumulates a gradient for the constant mask.
-#[derive(Debug, Clone)]
-pub struct ApplyDropout {
-    /// The factors from [`dropout_mask`], of the input's shape.
-    mask: Tensor,
-}
+#[derive(Debug, Clone, Copy)]
+pub struct ApplyDropout;
 
-impl candle_core::CustomOp1 for ApplyDropout {
+impl candle_core::CustomOp2 for ApplyDropout {
     fn name(&self) -> &'static str {
         "dropout-mask"
     }
 
     fn cpu_fwd(
         &self,
-        storage: &candle_core::CpuStorage,
-        layout: &candle_core::Layout,
+        x: &candle_core::CpuStorage,
+        x_layout: &candle_core::Layout,
+        mask: &candle_core::CpuStorage,
+        mask_layout: &candle_core::Layout,
     ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        use rayon::prelude::*;
-        if self.mask.shape() != layout.shape() {
-            candle_core::bail!(
-                "{}: mask {:?} does not match the input {:?}",
-                self.name(),
-                self.mask.shape(),
-                layout.shape()
-            );
-        }
-        let x = contiguous_f32(self.name(), storage, layout)?;
-        let mut out = vec![0f32; x.len()];
-        with_f32_values(self.name(), &self.mask, |mask| {
-            out.par_chunks_mut(TASK_ELEMENTS)
-                .zip(x.par_chunks(TASK_ELEMENTS))
-                .zip(mask.par_chunks(TASK_ELEMENTS))
-                .for_each(|((out, x), mask)| kernels::multiply(x, mask, out))
-        })?;
-        Ok((candle_core::CpuStorage::F32(out), layout.shape().clone()))
+        zip_rows_parallel(
+            self.name(),
+            (x, x_layout),
+            (mask, mask_layout),
+            1,
+            kernels::multiply,
+        )
     }
 
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(grad_res.contiguous()?.apply_op1_no_bwd(self)?))
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        mask: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((
+            Some(grad_res.contiguous()?.apply_op2_no_bwd(mask, self)?),
+            None,
+        ))
     }
 }
 
@@ -628,15 +622,11 @@ pub fn self_attention(
 ) -> Result<Tensor> {
     if q.dtype() == DType::F32 && q.device().is_cpu() {
         let (batch, seq, _) = q.dims3()?;
-        let dropout = match (train, dropout_p) {
-            (true, p) if p >= 1.0 => return q.zeros_like(),
-            (true, p) if p > 0.0 => Some(dropout_mask(
-                &(batch, heads, seq, seq).into(),
-                p,
-                DType::F32,
-                q.device(),
-            )?),
-            _ => None,
+        let dropout = if train && dropout_p > 0.0 {
+            let shape = (batch, heads, seq, seq).into();
+            Some(dropout_mask(&shape, dropout_p, DType::F32, q.device())?)
+        } else {
+            None
         };
         let op = FusedAttention {
             heads,
@@ -799,9 +789,7 @@ impl candle_core::CustomOp3 for FusedAttention {
             k,
             v,
             &AttentionGrad {
-                heads: self.heads,
-                bias: self.bias.clone(),
-                dropout: self.dropout.clone(),
+                attention: self.clone(),
                 grad: grad_res.clone(),
             },
         )?;
@@ -818,9 +806,8 @@ impl candle_core::CustomOp3 for FusedAttention {
 /// q, k and v.
 #[derive(Debug, Clone)]
 pub struct AttentionGrad {
-    heads: usize,
-    bias: Tensor,
-    dropout: Option<Tensor>,
+    /// The forward op: heads, key bias and dropout mask.
+    attention: FusedAttention,
     /// Gradient of the attention's output, `(batch, seq, width)`.
     grad: Tensor,
 }
@@ -840,11 +827,12 @@ impl candle_core::CustomOp3 for AttentionGrad {
         v_layout: &candle_core::Layout,
     ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
         use rayon::prelude::*;
+        let attention = &self.attention;
         let (batch, shape, key_bias) = attention_operands(
             self.name(),
-            self.heads,
-            &self.bias,
-            self.dropout.as_ref(),
+            attention.heads,
+            &attention.bias,
+            attention.dropout.as_ref(),
             [q_layout, k_layout, v_layout],
         )?;
         let (seq, width) = (shape.seq, shape.heads * shape.head_dim);
@@ -862,12 +850,12 @@ impl candle_core::CustomOp3 for AttentionGrad {
             contiguous_f32(self.name(), v, v_layout)?,
         );
         let step = seq * width;
-        let square = self.heads * seq * seq;
+        let square = attention.heads * seq * seq;
         let mut out = vec![0f32; 3 * batch * step];
         let (grad_q, rest) = out.split_at_mut(batch * step);
         let (grad_k, grad_v) = rest.split_at_mut(batch * step);
         with_f32_values(self.name(), &self.grad, |grad| {
-            with_optional_f32_values(self.name(), self.dropout.as_ref(), |dropout| {
+            with_optional_f32_values(self.name(), attention.dropout.as_ref(), |dropout| {
                 grad_q
                     .par_chunks_mut(step.max(1))
                     .zip(grad_k.par_chunks_mut(step.max(1)))
@@ -914,7 +902,7 @@ pub fn linear_dropout(
     train: bool,
 ) -> Result<Tensor> {
     let fused = x.dtype() == DType::F32 && x.device().is_cpu() && weight.dtype() == DType::F32;
-    if !fused || (train && p >= 1.0) {
+    if !fused {
         let y = x.broadcast_matmul(&weight.t()?)?.broadcast_add(bias)?;
         return dropout(&y, p, train);
     }
@@ -1051,7 +1039,7 @@ impl candle_core::CustomOp3 for FusedLinear {
         let grad_res = match &self.dropout {
             Some(mask) => &grad_res
                 .contiguous()?
-                .apply_op1_no_bwd(&ApplyDropout { mask: mask.clone() })?,
+                .apply_op2_no_bwd(mask, &ApplyDropout)?,
             None => grad_res,
         };
         let grad_rows = grad_res.reshape(((), n))?;
