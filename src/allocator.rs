@@ -4,7 +4,8 @@
 //! large blocks to the OS and pays a page fault per 4 KiB page to get them back; mimalloc
 //! reuses them, but by default it still hands freed pages back ("purges") 10 ms after they
 //! fall idle, which costs the same faults plus the kernel zeroing every page again
-//! (152,000 faults and a quarter of the CPU time in 7 training steps, `perf stat`).
+//! (152,000 faults and a quarter of the CPU time in 7 training steps; `perf stat -e
+//! page-faults,task-clock` of the `cargo bench --bench train` binary, `--steps 4`).
 //!
 //! ```
 //! #[global_allocator]
