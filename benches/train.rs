@@ -74,6 +74,8 @@ fn main() -> standpoint::Result<()> {
 
     let mut times = Vec::new();
     let mut lengths = Vec::new();
+    // Seconds of forward (pad + forward + loss), backward and AdamW per timed step.
+    let mut phases: Vec<[f64; 3]> = Vec::new();
     for step in 0..warmup + steps {
         let start = (step * batch) % (encoded.len() - batch);
         let items: Vec<_> = encoded[start..start + batch].iter().collect();
@@ -84,15 +86,18 @@ fn main() -> standpoint::Result<()> {
         let input = pad_batch(&items, config.encoder.pad_token_id, &device)?;
         let logits = model.forward_t(&input, &[0], true)?.logits.remove(0).1;
         let loss = cross_entropy(&logits, &gold, None, 0.0)?.expect("every row is labelled");
+        let t_forward = t0.elapsed().as_secs_f64();
         let grads = loss.backward()?;
         let grads: Vec<Option<Tensor>> = named
             .iter()
             .map(|(_, v)| grads.get(v.as_tensor()).cloned())
             .collect();
+        let t_backward = t0.elapsed().as_secs_f64();
         optimizer.step(&grads)?;
         let elapsed = t0.elapsed().as_secs_f64();
         if step >= warmup {
             times.push(elapsed);
+            phases.push([t_forward, t_backward - t_forward, elapsed - t_backward]);
             lengths.push(input.input_ids.dim(1)?);
         }
         eprintln!(
@@ -105,9 +110,13 @@ fn main() -> standpoint::Result<()> {
     let mut sorted = times.clone();
     sorted.sort_by(f64::total_cmp);
     let median = sorted[sorted.len() / 2];
+    let phase = |i: usize| phases.iter().map(|p| p[i]).sum::<f64>() / phases.len() as f64;
     println!(
-        "RESULT system=standpoint train params={params} bs={batch} steps={steps} mean_padded_len={:.1} step_s={mean:.3} examples_per_s={:.2} median_step_s={median:.3} median_examples_per_s={:.2}",
+        "RESULT system=standpoint train params={params} bs={batch} steps={steps} mean_padded_len={:.1} step_s={mean:.3} (fwd {:.3} bwd {:.3} adamw {:.3}) examples_per_s={:.2} median_step_s={median:.3} median_examples_per_s={:.2}",
         lengths.iter().sum::<usize>() as f64 / lengths.len() as f64,
+        phase(0),
+        phase(1),
+        phase(2),
         batch as f64 / mean,
         batch as f64 / median,
     );
