@@ -74,6 +74,8 @@ fn main() -> standpoint::Result<()> {
 
     let mut times = Vec::new();
     let mut lengths = Vec::new();
+    // Real (unpadded) tokens per sequence: the encoder computes only these on CPU.
+    let mut real_tokens = Vec::new();
     // Seconds of forward (pad + forward + loss), backward and AdamW per timed step.
     let mut phases: Vec<[f64; 3]> = Vec::new();
     for step in 0..warmup + steps {
@@ -99,6 +101,7 @@ fn main() -> standpoint::Result<()> {
             times.push(elapsed);
             phases.push([t_forward, t_backward - t_forward, elapsed - t_backward]);
             lengths.push(input.input_ids.dim(1)?);
+            real_tokens.push(items.iter().map(|e| e.ids.len()).sum::<usize>());
         }
         eprintln!(
             "step {step} loss {:.4} padded_len {} {elapsed:.3}s",
@@ -112,8 +115,9 @@ fn main() -> standpoint::Result<()> {
     let median = sorted[sorted.len() / 2];
     let phase = |i: usize| phases.iter().map(|p| p[i]).sum::<f64>() / phases.len() as f64;
     println!(
-        "RESULT system=standpoint train params={params} bs={batch} steps={steps} mean_padded_len={:.1} step_s={mean:.3} (fwd {:.3} bwd {:.3} adamw {:.3}) examples_per_s={:.2} median_step_s={median:.3} median_examples_per_s={:.2}",
+        "RESULT system=standpoint train params={params} bs={batch} steps={steps} mean_padded_len={:.1} mean_real_len={:.1} step_s={mean:.3} (fwd {:.3} bwd {:.3} adamw {:.3}) examples_per_s={:.2} median_step_s={median:.3} median_examples_per_s={:.2}",
         lengths.iter().sum::<usize>() as f64 / lengths.len() as f64,
+        real_tokens.iter().sum::<usize>() as f64 / (real_tokens.len() * batch) as f64,
         phase(0),
         phase(1),
         phase(2),

@@ -11,6 +11,7 @@ use candle_nn::VarBuilder;
 use super::config::{Architecture, EncoderConfig};
 use super::layers::{LayerNorm, Linear, embedding, linear};
 use super::ops;
+use super::packing::TokenPacking;
 
 /// Tensor names of one layer, relative to the layer's prefix.
 struct LayerNames {
@@ -186,13 +187,13 @@ impl Layer {
         ]
     }
 
-    fn forward(&self, x: &Tensor, bias: &Tensor, train: bool) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, keys: &ops::AttentionKeys, train: bool) -> Result<Tensor> {
         let heads = self.config.num_heads;
         let context = ops::self_attention(
             &self.query.forward(x)?,
             &self.key.forward(x)?,
             &self.value.forward(x)?,
-            bias,
+            keys,
             heads,
             self.config.attention_dropout,
             train,
@@ -256,11 +257,28 @@ impl Encoder {
     }
 
     /// Last hidden states, `(batch, seq, hidden)`. Dropout is applied only when `train`.
+    ///
+    /// On f32 CPU tensors a batch with padding runs its layers on the real tokens alone
+    /// ([`TokenPacking`]): the real tokens' states are the same, and the padded positions'
+    /// states are zero. Elsewhere every position is computed, padding masked in attention.
     pub fn forward_t(&self, input: &EncoderInput, train: bool) -> Result<Tensor> {
-        let mut x = self.embeddings.forward(input, train)?;
-        let bias = ops::attention_bias(&input.attention_mask, x.dtype())?;
+        let x = self.embeddings.forward(input, train)?;
+        if x.dtype() == DType::F32
+            && x.device().is_cpu()
+            && let Some(packing) = TokenPacking::from_mask(&input.attention_mask)?
+        {
+            let keys = ops::AttentionKeys::Packed(packing.lengths().clone());
+            let mut x = packing.pack(&x)?;
+            for layer in &self.layers {
+                x = layer.forward(&x, &keys, train)?;
+            }
+            return packing.unpack(&x);
+        }
+        let keys =
+            ops::AttentionKeys::Padded(ops::attention_bias(&input.attention_mask, x.dtype())?);
+        let mut x = x;
         for layer in &self.layers {
-            x = layer.forward(&x, &bias, train)?;
+            x = layer.forward(&x, &keys, train)?;
         }
         Ok(x)
     }

@@ -11,6 +11,7 @@ mod kernels;
 pub mod layers;
 pub mod ops;
 pub mod packed;
+pub mod packing;
 pub mod weights;
 
 use candle_core::{Result, Tensor};

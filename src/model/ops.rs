@@ -6,6 +6,7 @@
 //! so gradients would silently stop at them; they are deliberately not used.)
 
 use std::cell::RefCell;
+use std::sync::Arc;
 
 use candle_core::{D, DType, Result, Tensor};
 use rand::{Rng, SeedableRng};
@@ -603,9 +604,20 @@ pub fn attention(
     probs.matmul(v)
 }
 
+/// How the rows of self-attention's operands form sequences.
+#[derive(Debug, Clone)]
+pub enum AttentionKeys {
+    /// Operands `(batch, seq, width)`, padded; the additive key bias from [`attention_bias`],
+    /// `(batch, 1, 1, seq)`, hides the padding.
+    Padded(Tensor),
+    /// Operands `(tokens, width)`: sequences of these lengths back to back, padding removed
+    /// (see [`super::packing::TokenPacking`]); every key is attended. f32 CPU tensors only.
+    Packed(Arc<[usize]>),
+}
+
 /// Multi-head self-attention straight from the projections' layout: `q`, `k`, `v` are
-/// `(batch, seq, heads * head_dim)`, `bias` comes from [`attention_bias`], and the result is
-/// `(batch, seq, heads * head_dim)` with the heads merged.
+/// `(batch, seq, heads * head_dim)` with [`AttentionKeys::Padded`] or `(tokens, heads *
+/// head_dim)` with [`AttentionKeys::Packed`], and the result has their shape, heads merged.
 ///
 /// On f32 CPU tensors this is one parallel kernel per sequence ([`FusedAttention`]: no
 /// head-split copies, no per-head tensors), with a fused backward ([`AttentionGrad`]) and the
@@ -615,28 +627,38 @@ pub fn self_attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
-    bias: &Tensor,
+    keys: &AttentionKeys,
     heads: usize,
     dropout_p: f32,
     train: bool,
 ) -> Result<Tensor> {
     if q.dtype() == DType::F32 && q.device().is_cpu() {
-        let (batch, seq, _) = q.dims3()?;
         let dropout = if train && dropout_p > 0.0 {
-            let shape = (batch, heads, seq, seq).into();
+            let shape: candle_core::Shape = match keys {
+                AttentionKeys::Padded(_) => {
+                    let (batch, seq, _) = q.dims3()?;
+                    (batch, heads, seq, seq).into()
+                }
+                AttentionKeys::Packed(lengths) => {
+                    lengths.iter().map(|l| heads * l * l).sum::<usize>().into()
+                }
+            };
             Some(dropout_mask(&shape, dropout_p, DType::F32, q.device())?)
         } else {
             None
         };
         let op = FusedAttention {
             heads,
-            bias: bias.clone(),
+            keys: keys.clone(),
             dropout,
         };
         return q
             .contiguous()?
             .apply_op3(&k.contiguous()?, &v.contiguous()?, op);
     }
+    let AttentionKeys::Padded(bias) = keys else {
+        candle_core::bail!("attention over packed tokens runs on f32 CPU tensors only");
+    };
     let context = attention(
         &split_heads(q, heads)?,
         &split_heads(k, heads)?,
@@ -653,23 +675,61 @@ pub fn self_attention(
 #[derive(Debug, Clone)]
 pub struct FusedAttention {
     heads: usize,
-    /// `(batch, 1, 1, seq)` additive key bias from [`attention_bias`].
-    bias: Tensor,
-    /// `(batch, heads, seq, seq)` dropout factors for the attention weights, in training.
+    keys: AttentionKeys,
+    /// Dropout factors for the attention weights, in training: `(batch, heads, seq, seq)`
+    /// when padded, each sequence's `heads × len × len` back to back when packed.
     dropout: Option<Tensor>,
 }
 
-/// Checks the operands of [`FusedAttention`] / [`AttentionGrad`] and returns
-/// the batch size, the per-sequence attention shape and the key bias values.
-fn attention_operands(
+/// One sequence of [`FusedAttention`]'s operands.
+struct SequenceRows {
+    /// Its first row in the operands.
+    first_row: usize,
+    /// Where its `heads × seq × seq` dropout factors start.
+    first_factor: usize,
+    shape: kernels::AttentionShape,
+}
+
+/// The sequences of [`FusedAttention`]'s operands, in row order, and the key bias of every row.
+struct AttentionPlan {
+    sequences: Vec<SequenceRows>,
+    key_bias: Vec<f32>,
+    width: usize,
+}
+
+impl AttentionPlan {
+    /// The operand rows (or dropout factors) of sequence `s`.
+    fn rows(&self, s: &SequenceRows) -> std::ops::Range<usize> {
+        s.first_row * self.width..(s.first_row + s.shape.seq) * self.width
+    }
+
+    fn factors(&self, s: &SequenceRows) -> std::ops::Range<usize> {
+        let square = s.shape.heads * s.shape.seq * s.shape.seq;
+        s.first_factor..s.first_factor + square
+    }
+
+    /// `buffer` (rows × width, the operands' layout) cut into one block per sequence.
+    fn split<'a>(&self, mut buffer: &'a mut [f32]) -> Vec<&'a mut [f32]> {
+        let mut blocks = Vec::with_capacity(self.sequences.len());
+        for s in &self.sequences {
+            let (block, rest) = buffer.split_at_mut(s.shape.seq * self.width);
+            blocks.push(block);
+            buffer = rest;
+        }
+        blocks
+    }
+}
+
+/// Checks the operands of [`FusedAttention`] / [`AttentionGrad`] and lays out their sequences.
+fn attention_plan(
     op: &str,
     heads: usize,
-    bias: &Tensor,
+    keys: &AttentionKeys,
     dropout: Option<&Tensor>,
     layouts: [&candle_core::Layout; 3],
-) -> Result<(usize, kernels::AttentionShape, Vec<f32>)> {
-    let (batch, seq, width) = layouts[0].shape().dims3()?;
-    if layouts.iter().any(|l| l.shape() != layouts[0].shape()) {
+) -> Result<AttentionPlan> {
+    let shape = layouts[0].shape();
+    if layouts.iter().any(|l| l.shape() != shape) {
         candle_core::bail!(
             "{op}: q {:?}, k {:?} and v {:?} must have one shape",
             layouts[0].shape(),
@@ -677,30 +737,71 @@ fn attention_operands(
             layouts[2].shape()
         );
     }
-    if heads == 0 || width % heads != 0 {
+    let width = *shape.dims().last().unwrap_or(&0);
+    if heads == 0 || !width.is_multiple_of(heads) {
         candle_core::bail!("{op}: width {width} is not a multiple of {heads} heads");
     }
-    let key_bias: Vec<f32> = bias.flatten_all()?.to_vec1()?;
-    if key_bias.len() != batch * seq {
-        candle_core::bail!(
-            "{op}: bias {:?} does not match batch {batch} x seq {seq}",
-            bias.shape()
-        );
-    }
-    if let Some(mask) = dropout
-        && mask.dims() != [batch, heads, seq, seq]
-    {
-        candle_core::bail!(
-            "{op}: dropout mask {:?} is not (batch {batch}, heads {heads}, seq {seq}, seq {seq})",
-            mask.shape()
-        );
-    }
-    let shape = kernels::AttentionShape {
+    let head_shape = |seq| kernels::AttentionShape {
         seq,
         heads,
         head_dim: width / heads,
     };
-    Ok((batch, shape, key_bias))
+    let (lengths, key_bias): (Vec<usize>, Vec<f32>) = match keys {
+        AttentionKeys::Padded(bias) => {
+            let (batch, seq, _) = shape.dims3()?;
+            let key_bias: Vec<f32> = bias.flatten_all()?.to_vec1()?;
+            if key_bias.len() != batch * seq {
+                candle_core::bail!(
+                    "{op}: bias {:?} does not match batch {batch} x seq {seq}",
+                    bias.shape()
+                );
+            }
+            if let Some(mask) = dropout
+                && mask.dims() != [batch, heads, seq, seq]
+            {
+                candle_core::bail!(
+                    "{op}: dropout mask {:?} is not (batch {batch}, heads {heads}, seq {seq}, seq {seq})",
+                    mask.shape()
+                );
+            }
+            (vec![seq; batch], key_bias)
+        }
+        AttentionKeys::Packed(lengths) => {
+            let (rows, _) = shape.dims2()?;
+            if lengths.iter().sum::<usize>() != rows {
+                candle_core::bail!(
+                    "{op}: sequence lengths add up to {}, the operands have {rows} rows",
+                    lengths.iter().sum::<usize>()
+                );
+            }
+            let factors: usize = lengths.iter().map(|l| heads * l * l).sum();
+            if let Some(mask) = dropout
+                && mask.dims() != [factors]
+            {
+                candle_core::bail!(
+                    "{op}: dropout mask {:?} is not ({factors}) for these sequences",
+                    mask.shape()
+                );
+            }
+            (lengths.to_vec(), vec![0.0; rows])
+        }
+    };
+    let mut sequences = Vec::with_capacity(lengths.len());
+    let (mut first_row, mut first_factor) = (0, 0);
+    for seq in lengths {
+        sequences.push(SequenceRows {
+            first_row,
+            first_factor,
+            shape: head_shape(seq),
+        });
+        first_row += seq;
+        first_factor += heads * seq * seq;
+    }
+    Ok(AttentionPlan {
+        sequences,
+        key_bias,
+        width,
+    })
 }
 
 /// Runs `f` on the f32 values of a CPU tensor held by a custom op (not one of its operands).
@@ -740,35 +841,33 @@ impl candle_core::CustomOp3 for FusedAttention {
         v_layout: &candle_core::Layout,
     ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
         use rayon::prelude::*;
-        let (batch, shape, key_bias) = attention_operands(
+        let plan = attention_plan(
             self.name(),
             self.heads,
-            &self.bias,
+            &self.keys,
             self.dropout.as_ref(),
             [q_layout, k_layout, v_layout],
         )?;
-        let (seq, width) = (shape.seq, shape.heads * shape.head_dim);
         let (q, k, v) = (
             contiguous_f32(self.name(), q, q_layout)?,
             contiguous_f32(self.name(), k, k_layout)?,
             contiguous_f32(self.name(), v, v_layout)?,
         );
-        let step = seq * width;
-        let square = self.heads * seq * seq;
-        let mut out = vec![0f32; batch * step];
+        let mut out = vec![0f32; q.len()];
+        let blocks = plan.split(&mut out);
         with_optional_f32_values(self.name(), self.dropout.as_ref(), |dropout| {
-            out.par_chunks_mut(step.max(1)).enumerate().for_each_init(
+            blocks.into_par_iter().zip(&plan.sequences).for_each_init(
                 Vec::new,
-                |scratch, (b, out)| {
-                    let rows = b * step..(b + 1) * step;
+                |scratch, (out, s)| {
+                    let rows = plan.rows(s);
                     kernels::attention_sequence(
                         &q[rows.clone()],
                         &k[rows.clone()],
                         &v[rows],
-                        &key_bias[b * seq..(b + 1) * seq],
-                        dropout.map(|m| &m[b * square..(b + 1) * square]),
+                        &plan.key_bias[s.first_row..][..s.shape.seq],
+                        dropout.map(|m| &m[plan.factors(s)]),
                         out,
-                        shape,
+                        s.shape,
                         scratch,
                     )
                 },
@@ -802,8 +901,8 @@ impl candle_core::CustomOp3 for FusedAttention {
 }
 
 /// Backward of [`FusedAttention`] on `(q, k, v)`: one parallel task per sequence
-/// ([`kernels::attention_sequence_grad`]), giving `(3, batch, seq, width)`: the gradients of
-/// q, k and v.
+/// ([`kernels::attention_sequence_grad`]), giving `(3, ..)` of the operands' shape: the
+/// gradients of q, k and v.
 #[derive(Debug, Clone)]
 pub struct AttentionGrad {
     /// The forward op: heads, key bias and dropout mask.
@@ -828,14 +927,13 @@ impl candle_core::CustomOp3 for AttentionGrad {
     ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
         use rayon::prelude::*;
         let attention = &self.attention;
-        let (batch, shape, key_bias) = attention_operands(
+        let plan = attention_plan(
             self.name(),
             attention.heads,
-            &attention.bias,
+            &attention.keys,
             attention.dropout.as_ref(),
             [q_layout, k_layout, v_layout],
         )?;
-        let (seq, width) = (shape.seq, shape.heads * shape.head_dim);
         if self.grad.shape() != q_layout.shape() {
             candle_core::bail!(
                 "{}: gradient {:?} does not match the output {:?}",
@@ -849,36 +947,37 @@ impl candle_core::CustomOp3 for AttentionGrad {
             contiguous_f32(self.name(), k, k_layout)?,
             contiguous_f32(self.name(), v, v_layout)?,
         );
-        let step = seq * width;
-        let square = attention.heads * seq * seq;
-        let mut out = vec![0f32; 3 * batch * step];
-        let (grad_q, rest) = out.split_at_mut(batch * step);
-        let (grad_k, grad_v) = rest.split_at_mut(batch * step);
+        let mut out = vec![0f32; 3 * q.len()];
+        let (grad_q, rest) = out.split_at_mut(q.len());
+        let (grad_k, grad_v) = rest.split_at_mut(q.len());
+        let blocks = plan
+            .split(grad_q)
+            .into_iter()
+            .zip(plan.split(grad_k))
+            .zip(plan.split(grad_v))
+            .collect::<Vec<_>>();
         with_f32_values(self.name(), &self.grad, |grad| {
             with_optional_f32_values(self.name(), attention.dropout.as_ref(), |dropout| {
-                grad_q
-                    .par_chunks_mut(step.max(1))
-                    .zip(grad_k.par_chunks_mut(step.max(1)))
-                    .zip(grad_v.par_chunks_mut(step.max(1)))
-                    .enumerate()
-                    .for_each_init(Vec::new, |scratch, (b, ((dq, dk), dv))| {
-                        let rows = b * step..(b + 1) * step;
+                blocks.into_par_iter().zip(&plan.sequences).for_each_init(
+                    Vec::new,
+                    |scratch, (((dq, dk), dv), s)| {
+                        let rows = plan.rows(s);
                         kernels::attention_sequence_grad(
                             (&q[rows.clone()], &k[rows.clone()], &v[rows.clone()]),
-                            &key_bias[b * seq..(b + 1) * seq],
-                            dropout.map(|m| &m[b * square..(b + 1) * square]),
+                            &plan.key_bias[s.first_row..][..s.shape.seq],
+                            dropout.map(|m| &m[plan.factors(s)]),
                             &grad[rows],
                             (dq, dk, dv),
-                            shape,
+                            s.shape,
                             scratch,
                         )
-                    })
+                    },
+                )
             })
         })??;
-        Ok((
-            candle_core::CpuStorage::F32(out),
-            (3, batch, seq, width).into(),
-        ))
+        let mut dims = vec![3];
+        dims.extend_from_slice(q_layout.dims());
+        Ok((candle_core::CpuStorage::F32(out), dims.into()))
     }
 }
 
@@ -1427,6 +1526,7 @@ mod kernel_tests {
                 .collect();
             let mask = Tensor::from_vec(mask, (batch, seq), &Device::Cpu).unwrap();
             let bias = attention_bias(&mask, DType::F32).unwrap();
+            let keys = AttentionKeys::Padded(bias.clone());
             let vars = [&q, &k, &v];
             let (q, k, v) = (q.as_tensor(), k.as_tensor(), v.as_tensor());
             let train = dropout > 0.0;
@@ -1445,13 +1545,13 @@ mod kernel_tests {
             )
             .unwrap();
             seed_dropout(11);
-            let fused = self_attention(q, k, v, &bias, heads, dropout, train).unwrap();
+            let fused = self_attention(q, k, v, &keys, heads, dropout, train).unwrap();
             let (want, want_grads) = values_and_grads(&composed, &vars);
             let (got, got_grads) = values_and_grads(&fused, &vars);
             let case = format!("{batch}x{seq}, {heads} heads of {head_dim}, dropout {dropout}");
             if train {
                 // Dropout must really change the output, or the case proves nothing.
-                let plain = self_attention(q, k, v, &bias, heads, 0.0, false).unwrap();
+                let plain = self_attention(q, k, v, &keys, heads, 0.0, false).unwrap();
                 let plain: Vec<f32> = plain.flatten_all().unwrap().to_vec1().unwrap();
                 let changed = plain.iter().zip(&want).any(|(p, w)| (p - w).abs() > 1e-3);
                 assert!(changed, "{case}: dropout changed nothing");
@@ -1464,6 +1564,57 @@ mod kernel_tests {
                 assert_close(w, g, 1e-4, &format!("{case} d{name}"));
             }
         }
+    }
+
+    #[test]
+    fn packed_attention_equals_each_sequence_alone_forward_and_backward() {
+        // Sequences back to back (an empty one among them) against each run alone through
+        // the padded kernel (itself checked against the composition above). The dropout
+        // factors are drawn sequence after sequence, so one seed gives both sides the same.
+        let lengths = [3usize, 1, 0, 7, 5];
+        for (heads, head_dim, dropout) in [(1usize, 1usize, 0.0f32), (3, 5, 0.0), (3, 5, 0.3)] {
+            let width = heads * head_dim;
+            let tokens: usize = lengths.iter().sum();
+            let q = irregular(&[tokens, width], 0.0, 4.0);
+            let k = irregular(&[tokens, width], 1.0, 4.0);
+            let v = irregular(&[tokens, width], 2.0, 4.0);
+            let vars = [&q, &k, &v];
+            let (q, k, v) = (q.as_tensor(), k.as_tensor(), v.as_tensor());
+            let train = dropout > 0.0;
+            seed_dropout(5);
+            let keys = AttentionKeys::Packed(lengths.to_vec().into());
+            let packed = self_attention(q, k, v, &keys, heads, dropout, train).unwrap();
+            seed_dropout(5);
+            let mut alone = Vec::new();
+            let mut first = 0;
+            for &len in &lengths {
+                if len > 0 {
+                    let rows = |t: &Tensor| t.narrow(0, first, len).unwrap().unsqueeze(0).unwrap();
+                    let no_padding = Tensor::zeros((1, 1, 1, len), DType::F32, &Device::Cpu);
+                    let keys = AttentionKeys::Padded(no_padding.unwrap());
+                    let out =
+                        self_attention(&rows(q), &rows(k), &rows(v), &keys, heads, dropout, train);
+                    alone.push(out.unwrap().squeeze(0).unwrap());
+                }
+                first += len;
+            }
+            let alone = Tensor::cat(&alone, 0).unwrap();
+            let (want, want_grads) = values_and_grads(&alone, &vars);
+            let (got, got_grads) = values_and_grads(&packed, &vars);
+            let case = format!("{heads} heads of {head_dim}, dropout {dropout}");
+            assert_close(&want, &got, 1e-6, &format!("{case} output"));
+            for (name, (w, g)) in ["q", "k", "v"]
+                .iter()
+                .zip(want_grads.iter().zip(&got_grads))
+            {
+                assert_close(w, g, 1e-5, &format!("{case} d{name}"));
+            }
+        }
+        // Lengths that do not cover the rows are refused, not read out of bounds.
+        let x = Tensor::zeros((4, 6), DType::F32, &Device::Cpu).unwrap();
+        let short = AttentionKeys::Packed(vec![1usize, 2].into());
+        let err = self_attention(&x, &x, &x, &short, 2, 0.0, false).unwrap_err();
+        assert!(err.to_string().contains("add up to 3"), "{err}");
     }
 
     #[test]
