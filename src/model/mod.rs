@@ -92,7 +92,9 @@ impl Model {
         &self.heads
     }
 
-    /// Last hidden states; dropout only when `train`.
+    /// Last hidden states, `(batch, seq, hidden)`; dropout only when `train`. In f32 on CPU
+    /// padded positions are zero (the layers run on real tokens only, see
+    /// [`encoder::Encoder::forward_t`]).
     pub fn encode(&self, input: &EncoderInput, train: bool) -> Result<Tensor> {
         self.encoder.forward_t(input, train)
     }
