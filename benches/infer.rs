@@ -1,12 +1,13 @@
 //! Inference throughput on CPU beside `../shared/bench/bench_torch.py infer`: all-MiniLM-L6-v2
 //! with a random 3-label head (BERT pooler, as `BertForSequenceClassification`) over the
-//! 2,048-sentence corpus; per batch size, sorted by length, median of 3 passes after a
-//! warm-up; and the same corpus through the public `classify_each` at default settings
+//! 2,048-sentence corpus; per batch size, sorted by length (or in corpus order with
+//! `--orders unsorted`), median of 3 passes after a warm-up; and the same corpus through the public `classify_each` at default settings
 //! (tokenization included). Each in f32 and in int8 mode, with the share of corpus
 //! sentences whose label is the same in both. A model folder with the head is written to a temporary folder,
 //! so `standpoint label` can be timed on it too (its path is printed).
 //!
-//! `cargo bench --bench infer -- [--model DIR] [--corpus FILE] [--runs N] [--bs 1,8,32,64] [--keep DIR]
+//! `cargo bench --bench infer -- [--model DIR] [--corpus FILE] [--runs N] [--bs 1,8,32,64]
+//!  [--orders sorted,unsorted] [--keep DIR]
 //!  [--device cpu|cuda:N|metal:N] [--dtype f32|f16|bf16] [--modes f32,int8]`
 //! (`--modes` names what to time: `f32` is the `--dtype` compute type, `int8` the CPU int8 mode.)
 
@@ -70,11 +71,14 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// The model alone, protocol of bench_torch.py: tokenized up front, sorted, fixed batch sizes.
+/// The model alone, protocol of bench_torch.py: tokenized up front, fixed batch sizes, in
+/// each of `orders`: `sorted` by length (little padding) or `unsorted` (corpus order, as
+/// the reference's `order=unsorted` rows).
 fn model_alone(
     classifier: &Classifier,
     sentences: &[&str],
     sizes: &[usize],
+    orders: &[String],
     runs: usize,
     mode: &str,
 ) -> standpoint::Result<()> {
@@ -82,8 +86,27 @@ fn model_alone(
         .iter()
         .map(|s| classifier.text_encoder().encode(None, s))
         .collect::<standpoint::Result<Vec<_>>>()?;
-    let mut order: Vec<usize> = (0..encoded.len()).collect();
-    order.sort_by_key(|&i| encoded[i].len());
+    for name in orders {
+        let mut order: Vec<usize> = (0..encoded.len()).collect();
+        match name.as_str() {
+            "sorted" => order.sort_by_key(|&i| encoded[i].len()),
+            "unsorted" => {}
+            other => panic!("--orders: {other:?} is neither sorted nor unsorted"),
+        }
+        model_alone_in_order(classifier, &encoded, &order, name, sizes, runs, mode)?;
+    }
+    Ok(())
+}
+
+fn model_alone_in_order(
+    classifier: &Classifier,
+    encoded: &[standpoint::tokenize::Encoded],
+    order: &[usize],
+    order_name: &str,
+    sizes: &[usize],
+    runs: usize,
+    mode: &str,
+) -> standpoint::Result<()> {
     let model = classifier.model();
     let pad = model.config().encoder.pad_token_id;
     for &bs in sizes {
@@ -103,7 +126,7 @@ fn model_alone(
             .map(|_| pass())
             .collect::<standpoint::Result<Vec<_>>>()?;
         println!(
-            "RESULT system=standpoint mode={mode} bs={bs} order=sorted median_sent_per_s={:.1} runs={rates:.1?}",
+            "RESULT system=standpoint mode={mode} bs={bs} order={order_name} median_sent_per_s={:.1} runs={rates:.1?}",
             median(rates.clone())
         );
     }
@@ -115,6 +138,10 @@ fn main() -> standpoint::Result<()> {
     let base = PathBuf::from(arg("--model", "../shared/models/all-MiniLM-L6-v2"));
     let corpus = arg("--corpus", "../shared/bench/corpus.txt");
     let runs: usize = arg("--runs", "3").parse().expect("--runs N");
+    let orders: Vec<String> = arg("--orders", "sorted")
+        .split(',')
+        .map(str::to_string)
+        .collect();
     let keep = arg("--keep", "");
     let sizes: Vec<usize> = arg("--bs", "1,8,32,64")
         .split(',')
@@ -151,7 +178,7 @@ fn main() -> standpoint::Result<()> {
             load_start.elapsed().as_secs_f64()
         );
         assert_eq!(first.len(), 1);
-        model_alone(&classifier, &sentences, &sizes, runs, mode)?;
+        model_alone(&classifier, &sentences, &sizes, &orders, runs, mode)?;
 
         // The public API at its defaults (token-budget batches, tokenization included).
         classifier.classify_each(&queries[..64])?;
