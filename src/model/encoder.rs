@@ -263,23 +263,27 @@ impl Encoder {
     /// states are zero. Elsewhere every position is computed, padding masked in attention.
     pub fn forward_t(&self, input: &EncoderInput, train: bool) -> Result<Tensor> {
         let x = self.embeddings.forward(input, train)?;
-        if x.dtype() == DType::F32
-            && x.device().is_cpu()
-            && let Some(packing) = TokenPacking::from_mask(&input.attention_mask)?
-        {
-            let keys = ops::AttentionKeys::Packed(packing.lengths().clone());
-            let mut x = packing.pack(&x)?;
-            for layer in &self.layers {
-                x = layer.forward(&x, &keys, train)?;
+        let packing = if x.dtype() == DType::F32 && x.device().is_cpu() {
+            TokenPacking::from_mask(&input.attention_mask)?
+        } else {
+            None
+        };
+        let (mut x, keys) = match &packing {
+            Some(packing) => (
+                packing.pack(&x)?,
+                ops::AttentionKeys::Packed(packing.lengths().clone()),
+            ),
+            None => {
+                let bias = ops::attention_bias(&input.attention_mask, x.dtype())?;
+                (x, ops::AttentionKeys::Padded(bias))
             }
-            return packing.unpack(&x);
-        }
-        let keys =
-            ops::AttentionKeys::Padded(ops::attention_bias(&input.attention_mask, x.dtype())?);
-        let mut x = x;
+        };
         for layer in &self.layers {
             x = layer.forward(&x, &keys, train)?;
         }
-        Ok(x)
+        match packing {
+            Some(packing) => packing.unpack(&x),
+            None => Ok(x),
+        }
     }
 }
