@@ -698,11 +698,12 @@ struct AttentionPlan {
 }
 
 impl AttentionPlan {
-    /// The operand rows (or dropout factors) of sequence `s`.
+    /// The operand values (rows × width) of sequence `s`.
     fn rows(&self, s: &SequenceRows) -> std::ops::Range<usize> {
         s.first_row * self.width..(s.first_row + s.shape.seq) * self.width
     }
 
+    /// The dropout factors (heads × seq × seq) of sequence `s`.
     fn factors(&self, s: &SequenceRows) -> std::ops::Range<usize> {
         let square = s.shape.heads * s.shape.seq * s.shape.seq;
         s.first_factor..s.first_factor + square
