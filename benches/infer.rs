@@ -1,8 +1,8 @@
 //! Inference throughput on CPU beside `../shared/bench/bench_torch.py infer`: all-MiniLM-L6-v2
 //! with a random 3-label head (BERT pooler, as `BertForSequenceClassification`) over the
 //! 2,048-sentence corpus; per batch size, sorted by length (or in corpus order with
-//! `--orders unsorted`), median of 3 passes after a warm-up; and the same corpus through the public `classify_each` at default settings
-//! (tokenization included). Each in f32 and in int8 mode, with the share of corpus
+//! `--orders unsorted`), median of 3 passes after a warm-up; and the same corpus through the
+//! public `classify_each` at default settings (tokenization included). Each in f32 and in int8 mode, with the share of corpus
 //! sentences whose label is the same in both. A model folder with the head is written to a temporary folder,
 //! so `standpoint label` can be timed on it too (its path is printed).
 //!

@@ -74,7 +74,7 @@ fn main() -> standpoint::Result<()> {
 
     let mut times = Vec::new();
     let mut lengths = Vec::new();
-    // Real (unpadded) tokens per sequence: the encoder computes only these on CPU.
+    // Real (unpadded) tokens of each timed batch: the encoder computes only these on CPU.
     let mut real_tokens = Vec::new();
     // Seconds of forward (pad + forward + loss), backward and AdamW per timed step.
     let mut phases: Vec<[f64; 3]> = Vec::new();

@@ -615,6 +615,27 @@ pub enum AttentionKeys {
     Packed(Arc<[usize]>),
 }
 
+impl AttentionKeys {
+    /// The shape of the attention dropout factors for operands of shape `operands`:
+    /// `(batch, heads, seq, seq)` when padded, each sequence's `heads × len × len` back to
+    /// back when packed.
+    fn dropout_shape(
+        &self,
+        operands: &candle_core::Shape,
+        heads: usize,
+    ) -> Result<candle_core::Shape> {
+        Ok(match self {
+            AttentionKeys::Padded(_) => {
+                let (batch, seq, _) = operands.dims3()?;
+                (batch, heads, seq, seq).into()
+            }
+            AttentionKeys::Packed(lengths) => {
+                lengths.iter().map(|l| heads * l * l).sum::<usize>().into()
+            }
+        })
+    }
+}
+
 /// Multi-head self-attention straight from the projections' layout: `q`, `k`, `v` are
 /// `(batch, seq, heads * head_dim)` with [`AttentionKeys::Padded`] or `(tokens, heads *
 /// head_dim)` with [`AttentionKeys::Packed`], and the result has their shape, heads merged.
@@ -634,15 +655,7 @@ pub fn self_attention(
 ) -> Result<Tensor> {
     if q.dtype() == DType::F32 && q.device().is_cpu() {
         let dropout = if train && dropout_p > 0.0 {
-            let shape: candle_core::Shape = match keys {
-                AttentionKeys::Padded(_) => {
-                    let (batch, seq, _) = q.dims3()?;
-                    (batch, heads, seq, seq).into()
-                }
-                AttentionKeys::Packed(lengths) => {
-                    lengths.iter().map(|l| heads * l * l).sum::<usize>().into()
-                }
-            };
+            let shape = keys.dropout_shape(q.shape(), heads)?;
             Some(dropout_mask(&shape, dropout_p, DType::F32, q.device())?)
         } else {
             None
@@ -676,8 +689,8 @@ pub fn self_attention(
 pub struct FusedAttention {
     heads: usize,
     keys: AttentionKeys,
-    /// Dropout factors for the attention weights, in training: `(batch, heads, seq, seq)`
-    /// when padded, each sequence's `heads × len × len` back to back when packed.
+    /// Dropout factors for the attention weights, in training, of
+    /// [`AttentionKeys::dropout_shape`].
     dropout: Option<Tensor>,
 }
 
@@ -757,36 +770,28 @@ fn attention_plan(
                     bias.shape()
                 );
             }
-            if let Some(mask) = dropout
-                && mask.dims() != [batch, heads, seq, seq]
-            {
-                candle_core::bail!(
-                    "{op}: dropout mask {:?} is not (batch {batch}, heads {heads}, seq {seq}, seq {seq})",
-                    mask.shape()
-                );
-            }
             (vec![seq; batch], key_bias)
         }
         AttentionKeys::Packed(lengths) => {
             let (rows, _) = shape.dims2()?;
-            if lengths.iter().sum::<usize>() != rows {
+            let total: usize = lengths.iter().sum();
+            if total != rows {
                 candle_core::bail!(
-                    "{op}: sequence lengths add up to {}, the operands have {rows} rows",
-                    lengths.iter().sum::<usize>()
-                );
-            }
-            let factors: usize = lengths.iter().map(|l| heads * l * l).sum();
-            if let Some(mask) = dropout
-                && mask.dims() != [factors]
-            {
-                candle_core::bail!(
-                    "{op}: dropout mask {:?} is not ({factors}) for these sequences",
-                    mask.shape()
+                    "{op}: sequence lengths add up to {total}, the operands have {rows} rows"
                 );
             }
             (lengths.to_vec(), vec![0.0; rows])
         }
     };
+    if let Some(mask) = dropout {
+        let want = keys.dropout_shape(shape, heads)?;
+        if mask.shape() != &want {
+            candle_core::bail!(
+                "{op}: dropout mask {:?} is not {want:?} (heads {heads})",
+                mask.shape()
+            );
+        }
+    }
     let mut sequences = Vec::with_capacity(lengths.len());
     let (mut first_row, mut first_factor) = (0, 0);
     for seq in lengths {

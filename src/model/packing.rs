@@ -49,7 +49,11 @@ impl TokenPacking {
     pub fn from_mask(mask: &Tensor) -> Result<Option<Self>> {
         let (batch, seq) = mask.dims2()?;
         let real: Vec<Vec<f32>> = mask.to_dtype(DType::F32)?.to_vec2()?;
-        let tokens = real.iter().flatten().filter(|&&m| m != 0.0).count();
+        let lengths: Arc<[usize]> = real
+            .iter()
+            .map(|row| row.iter().filter(|&&m| m != 0.0).count())
+            .collect();
+        let tokens: usize = lengths.iter().sum();
         if tokens == batch * seq {
             return Ok(None);
         }
@@ -63,10 +67,6 @@ impl TokenPacking {
                 scatter.push(tokens as u32);
             }
         }
-        let lengths = real
-            .iter()
-            .map(|row| row.iter().filter(|&&m| m != 0.0).count())
-            .collect();
         let device = mask.device();
         Ok(Some(TokenPacking {
             lengths,
