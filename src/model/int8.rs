@@ -20,8 +20,8 @@ const COLUMNS: usize = 16;
 const ROWS: usize = 6;
 /// Column blocks of one micro-kernel call.
 const BLOCKS: usize = 4;
-/// Rows of one AMX pass: two tiles of 16 rows.
-const AMX_ROWS: usize = 32;
+/// Rows of one AMX tile: tasks are padded to a multiple of it.
+const AMX_ROWS: usize = 16;
 /// Rows each parallel task quantizes and multiplies (a multiple of [`ROWS`] and of
 /// [`AMX_ROWS`]).
 const TASK_ROWS: usize = 96;
@@ -169,7 +169,7 @@ impl Int8Linear {
             quantize_rows(x, k, kp, quantized, &mut row_scales, &mut row_offsets);
             if kernel == Kernel::Amx {
                 // SAFETY: `Kernel::best` chose AMX only where `amx::available()`; quantized
-                // holds m_padded (a multiple of 32) rows of kp (a multiple of 64) bytes, packed
+                // holds m_padded (a multiple of 16) rows of kp (a multiple of 64) bytes, packed
                 // `blocks` blocks, products m_padded rows of n_padded.
                 #[cfg(target_arch = "x86_64")]
                 unsafe {
@@ -506,12 +506,15 @@ mod amx {
     }
 
     /// `c[r, col] = Σ_k a[r, k] · b[k, col]` for every row of `a` (u8 rows of `kp` bytes, a
-    /// multiple of 32 rows) and `blocks` packed blocks of 16 columns of `b` (`kp / 4` rows of
+    /// multiple of 16 rows) and `blocks` packed blocks of 16 columns of `b` (`kp / 4` rows of
     /// 64 bytes each, the layout `tdpbusd` reads); rows of `c` are `stride` apart.
+    ///
+    /// Pairs of column blocks are the outer loop, so each part of `b` is read once (at small
+    /// batches the weights come from L3 and rows from L1); 32 rows at a time, then 16.
     ///
     /// # Safety
     /// [`available`] must have returned true; `kp` must be a multiple of 64, `a.len()` a
-    /// multiple of `32 · kp`, `b.len() >= blocks · 16 · kp` and
+    /// multiple of `16 · kp`, `b.len() >= blocks · 16 · kp` and
     /// `c.len() >= (a.len() / kp) · stride` with `stride >= blocks · 16`.
     pub(super) unsafe fn product(
         a: &[u8],
@@ -522,7 +525,7 @@ mod amx {
         stride: usize,
     ) {
         let rows = a.len() / kp.max(1);
-        assert!(kp.is_multiple_of(64) && rows.is_multiple_of(32) && rows * kp == a.len());
+        assert!(kp.is_multiple_of(64) && rows.is_multiple_of(16) && rows * kp == a.len());
         assert!(b.len() >= blocks * 16 * kp && stride >= blocks * 16 && c.len() >= rows * stride);
         let mut config = TileConfig {
             palette: 1,
@@ -542,10 +545,14 @@ mod amx {
         // stores write 16 rows of 16 i32, all inside the slices checked above.
         unsafe {
             asm!("ldtilecfg [{}]", in(reg) &config as *const TileConfig, options(nostack));
-            for row in (0..rows).step_by(32) {
-                let mut block = 0;
-                while block < blocks {
-                    let pair = block + 1 < blocks;
+            for block in (0..blocks).step_by(2) {
+                // An odd last block is multiplied twice into the same columns; one store.
+                let pair = block + 1 < blocks;
+                let b0 = b.add(block * 16 * kp);
+                let b1 = b.add((block + pair as usize) * 16 * kp);
+                let mut row = 0;
+                while row < rows {
+                    let two = row + 32 <= rows;
                     asm!(
                         "tilezero tmm0",
                         "tilezero tmm1",
@@ -553,48 +560,76 @@ mod amx {
                         "tilezero tmm3",
                         options(nostack, nomem)
                     );
-                    let b0 = b.add(block * 16 * kp);
-                    let b1 = b.add((block + pair as usize) * 16 * kp);
                     for depth in (0..kp).step_by(64) {
-                        asm!(
-                            "tileloadd tmm4, [{a0} + {sa}*1]",
-                            "tileloadd tmm5, [{a1} + {sa}*1]",
-                            "tileloadd tmm6, [{b0} + {sb}*1]",
-                            "tileloadd tmm7, [{b1} + {sb}*1]",
-                            "tdpbusd tmm0, tmm4, tmm6",
-                            "tdpbusd tmm1, tmm4, tmm7",
-                            "tdpbusd tmm2, tmm5, tmm6",
-                            "tdpbusd tmm3, tmm5, tmm7",
-                            a0 = in(reg) a.add(row * kp + depth),
-                            a1 = in(reg) a.add((row + 16) * kp + depth),
-                            b0 = in(reg) b0.add(depth * 16),
-                            b1 = in(reg) b1.add(depth * 16),
-                            sa = in(reg) a_stride,
-                            sb = in(reg) b_stride,
-                            options(nostack, readonly),
-                        );
+                        let a0 = a.add(row * kp + depth);
+                        let (b0, b1) = (b0.add(depth * 16), b1.add(depth * 16));
+                        if two {
+                            asm!(
+                                "tileloadd tmm4, [{a0} + {sa}*1]",
+                                "tileloadd tmm5, [{a1} + {sa}*1]",
+                                "tileloadd tmm6, [{b0} + {sb}*1]",
+                                "tileloadd tmm7, [{b1} + {sb}*1]",
+                                "tdpbusd tmm0, tmm4, tmm6",
+                                "tdpbusd tmm1, tmm4, tmm7",
+                                "tdpbusd tmm2, tmm5, tmm6",
+                                "tdpbusd tmm3, tmm5, tmm7",
+                                a0 = in(reg) a0,
+                                a1 = in(reg) a0.add(16 * kp),
+                                b0 = in(reg) b0,
+                                b1 = in(reg) b1,
+                                sa = in(reg) a_stride,
+                                sb = in(reg) b_stride,
+                                options(nostack, readonly),
+                            );
+                        } else {
+                            asm!(
+                                "tileloadd tmm4, [{a0} + {sa}*1]",
+                                "tileloadd tmm6, [{b0} + {sb}*1]",
+                                "tileloadd tmm7, [{b1} + {sb}*1]",
+                                "tdpbusd tmm0, tmm4, tmm6",
+                                "tdpbusd tmm1, tmm4, tmm7",
+                                a0 = in(reg) a0,
+                                b0 = in(reg) b0,
+                                b1 = in(reg) b1,
+                                sa = in(reg) a_stride,
+                                sb = in(reg) b_stride,
+                                options(nostack, readonly),
+                            );
+                        }
                     }
                     let c0 = c.add(row * stride + block * 16);
-                    let c1 = c.add((row + 16) * stride + block * 16);
                     asm!(
                         "tilestored [{c0} + {sc}*1], tmm0",
-                        "tilestored [{c1} + {sc}*1], tmm2",
                         c0 = in(reg) c0,
-                        c1 = in(reg) c1,
                         sc = in(reg) c_stride,
                         options(nostack),
                     );
                     if pair {
                         asm!(
                             "tilestored [{c0} + {sc}*1], tmm1",
-                            "tilestored [{c1} + {sc}*1], tmm3",
                             c0 = in(reg) c0.add(16),
-                            c1 = in(reg) c1.add(16),
                             sc = in(reg) c_stride,
                             options(nostack),
                         );
                     }
-                    block += 2;
+                    if two {
+                        let c1 = c0.add(16 * stride);
+                        asm!(
+                            "tilestored [{c1} + {sc}*1], tmm2",
+                            c1 = in(reg) c1,
+                            sc = in(reg) c_stride,
+                            options(nostack),
+                        );
+                        if pair {
+                            asm!(
+                                "tilestored [{c1} + {sc}*1], tmm3",
+                                c1 = in(reg) c1.add(16),
+                                sc = in(reg) c_stride,
+                                options(nostack),
+                            );
+                        }
+                    }
+                    row += if two { 32 } else { 16 };
                 }
             }
             asm!("tilerelease", options(nostack, nomem));
@@ -653,7 +688,7 @@ mod tests {
             eprintln!("no AVX-512 VNNI or AMX here: only the scalar kernel runs");
             return;
         }
-        // Rows off the 6-row and 32-row blocks and the 96-row task, an odd number of column
+        // Rows off the 6-, 16- and 32-row blocks and the 96-row task, an odd number of column
         // blocks (AMX pairs them), depths off 64.
         for (m, n, k) in [
             (7usize, 5usize, 6usize),
