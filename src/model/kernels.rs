@@ -399,27 +399,34 @@ pub fn attention_sequence(
     if seq == 0 || head_dim == 0 {
         return;
     }
-    scores.resize(seq * seq, 0.0);
+    let stride = query_stride(seq);
+    scores.resize(seq * stride, 0.0);
     for h in 0..heads {
         let column = h * head_dim;
         attention_weights(q, k, key_bias, shape, h, scores);
         if let Some(mask) = dropout {
-            multiply_in_place(scores, &mask[h * seq * seq..(h + 1) * seq * seq]);
+            multiply_transposed_in_place(scores, &mask[h * seq * seq..(h + 1) * seq * seq], seq);
         }
         // SAFETY: v and out hold seq rows of `width` values (checked above), so the
-        // seq × head_dim blocks at `column` with row stride `width` are in bounds; scores is
-        // seq × seq.
+        // seq × head_dim blocks at `column` with row stride `width` are in bounds; scores
+        // holds seq rows of `stride` ≥ seq values, read transposed.
         unsafe {
             small_gemm(
                 (seq, head_dim, seq),
                 (out[column..].as_mut_ptr(), width, 1),
                 false,
-                (scores.as_ptr(), seq, 1),
+                (scores.as_ptr(), 1, stride),
                 (v[column..].as_ptr(), width, 1),
                 1.0,
             );
         }
     }
+}
+
+/// Row length of the key-major weight matrices: `seq` queries rounded up to whole lane
+/// blocks, so that the softmax runs down whole vectors of queries with no tail.
+fn query_stride(seq: usize) -> usize {
+    seq.div_ceil(LANES) * LANES
 }
 
 /// Panics unless every matrix holds `seq` rows of `heads · head_dim` values, the key bias `seq`
@@ -451,8 +458,12 @@ fn check_attention_operands(
     }
 }
 
-/// `scores` (`seq × seq`) = the softmax-normalised attention weights of head `h`:
-/// `softmax_j(scale · q[i, h]·k[j, h] + key_bias[j])`.
+/// `scores` = the softmax-normalised attention weights of head `h`,
+/// `softmax_j(scale · q[i, h]·k[j, h] + key_bias[j])`, key-major: key `j`, query `i` at
+/// `scores[j · stride + i]` with `stride` = [`query_stride`]`(seq)` (the columns past `seq`
+/// hold the weights of no query). Key-major, each key's bias is a whole row and the softmax
+/// over keys runs down columns, 16 queries per vector: no horizontal sums and no short
+/// tails (rows are a few dozen keys wide, and row-wise that had been most of the softmax).
 fn attention_weights(
     q: &[f32],
     k: &[f32],
@@ -466,32 +477,76 @@ fn attention_weights(
         heads,
         head_dim,
     } = shape;
-    let (width, column) = (heads * head_dim, h * head_dim);
+    let (width, column, stride) = (heads * head_dim, h * head_dim, query_stride(seq));
     let scale = 1.0 / (head_dim as f32).sqrt();
-    for row in scores.chunks_exact_mut(seq) {
-        row.copy_from_slice(&key_bias[..seq]);
+    let scores = &mut scores[..seq * stride];
+    for (row, &bias) in scores.chunks_exact_mut(stride).zip(key_bias) {
+        row.fill(bias);
     }
     // SAFETY: q and k hold seq rows of `width` values (checked by the callers), so the
     // seq × head_dim blocks starting at `column` with row stride `width` are in bounds;
-    // scores is seq × seq.
+    // scores holds seq rows of `stride` ≥ seq values.
     unsafe {
         small_gemm(
             (seq, seq, head_dim),
-            (scores.as_mut_ptr(), seq, 1),
+            (scores.as_mut_ptr(), stride, 1),
             true,
-            (q[column..].as_ptr(), width, 1),
-            (k[column..].as_ptr(), 1, width),
+            (k[column..].as_ptr(), width, 1),
+            (q[column..].as_ptr(), 1, width),
             scale,
         );
     }
-    softmax_rows_in_place(scores, seq);
+    softmax_columns_in_place(scores, stride);
 }
 
 multiversion! {
-    /// `values[i] *= factors[i]`.
-    pub fn multiply_in_place(values: &mut [f32], factors: &[f32]) {
-        for (v, f) in values.iter_mut().zip(factors) {
-            *v *= f;
+    /// Softmax down each column of `values` (rows of `stride` values, a multiple of
+    /// [`LANES`]), in place.
+    fn softmax_columns_in_place(values: &mut [f32], stride: usize) {
+        let len = values.len();
+        for first in (0..stride).step_by(LANES) {
+            let blocks = || (first..len).step_by(stride);
+            let mut max = [f32::NEG_INFINITY; LANES];
+            for at in blocks() {
+                for (m, &v) in max.iter_mut().zip(&values[at..at + LANES]) {
+                    *m = if v > *m { v } else { *m };
+                }
+            }
+            let mut sum = [0f32; LANES];
+            for at in blocks() {
+                for ((s, v), &m) in sum.iter_mut().zip(&mut values[at..at + LANES]).zip(&max) {
+                    *v = exp(*v - m);
+                    *s += *v;
+                }
+            }
+            let inverse = sum.map(|s| 1.0 / s);
+            for at in blocks() {
+                for (v, &i) in values[at..at + LANES].iter_mut().zip(&inverse) {
+                    *v *= i;
+                }
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// Backward of [`softmax_columns_in_place`]: `out = y ⊙ (grad − Σ_column grad ⊙ y)` down
+    /// each column (rows of `stride` values, a multiple of [`LANES`]).
+    fn softmax_grad_columns(y: &[f32], grad: &[f32], out: &mut [f32], stride: usize) {
+        for first in (0..stride).step_by(LANES) {
+            let blocks = || (first..y.len()).step_by(stride);
+            let mut dot = [0f32; LANES];
+            for at in blocks() {
+                for ((s, &p), &g) in dot.iter_mut().zip(&y[at..at + LANES]).zip(&grad[at..at + LANES]) {
+                    *s += p * g;
+                }
+            }
+            for at in blocks() {
+                let (y, grad) = (&y[at..at + LANES], &grad[at..at + LANES]);
+                for (((o, &p), &g), &d) in out[at..at + LANES].iter_mut().zip(y).zip(grad).zip(&dot) {
+                    *o = p * (g - d);
+                }
+            }
         }
     }
 }
@@ -501,6 +556,26 @@ multiversion! {
     pub fn multiply(values: &[f32], factors: &[f32], out: &mut [f32]) {
         for ((o, v), f) in out.iter_mut().zip(values).zip(factors) {
             *o = v * f;
+        }
+    }
+}
+
+/// `values[j · stride + i] *= factors[i · seq + j]` for `i, j < seq`: query-major dropout
+/// factors applied to key-major weights (`stride` from the length of `values`).
+fn multiply_transposed_in_place(values: &mut [f32], factors: &[f32], seq: usize) {
+    let stride = values.len() / seq.max(1);
+    for (j, row) in values.chunks_exact_mut(stride).enumerate() {
+        for (i, v) in row[..seq].iter_mut().enumerate() {
+            *v *= factors[i * seq + j];
+        }
+    }
+}
+
+multiversion! {
+    /// `values[i] *= factors[i]`.
+    pub fn multiply_in_place(values: &mut [f32], factors: &[f32]) {
+        for (v, f) in values.iter_mut().zip(factors) {
+            *v *= f;
         }
     }
 }
@@ -542,55 +617,57 @@ pub fn attention_sequence_grad(
         return;
     }
     let scale = 1.0 / (head_dim as f32).sqrt();
-    let square = seq * seq;
+    // Key-major, as `attention_weights` gives them: key j, query i at [j * stride + i].
+    let stride = query_stride(seq);
+    let square = seq * stride;
     scratch.resize(3 * square, 0.0);
     let (probs, rest) = scratch.split_at_mut(square);
     let (kept, grad_probs) = rest.split_at_mut(square);
     for h in 0..heads {
         let column = h * head_dim;
-        let mask = dropout.map(|m| &m[h * square..(h + 1) * square]);
+        let mask = dropout.map(|m| &m[h * seq * seq..(h + 1) * seq * seq]);
         attention_weights(q, k, key_bias, shape, h, probs);
-        match mask {
-            Some(mask) => multiply(probs, mask, kept),
-            None => kept.copy_from_slice(probs),
+        kept.copy_from_slice(probs);
+        if let Some(mask) = mask {
+            multiply_transposed_in_place(kept, mask, seq);
         }
         // SAFETY (all four products): every seq × head_dim block starts at `column` of a
         // slice holding seq rows of `width` values (checked above) and is read with row
-        // stride `width`; the seq × seq buffers are `square` long; outputs do not overlap
-        // inputs.
+        // stride `width`; the key-major buffers hold seq rows of `stride` ≥ seq values;
+        // outputs do not overlap inputs.
         unsafe {
-            // dV = keptᵀ G
+            // dV = keptᵀ G (kept is stored transposed)
             small_gemm(
                 (seq, head_dim, seq),
                 (grad_v[column..].as_mut_ptr(), width, 1),
                 false,
-                (kept.as_ptr(), 1, seq),
+                (kept.as_ptr(), stride, 1),
                 (grad_out[column..].as_ptr(), width, 1),
                 1.0,
             );
-            // d(kept) = G Vᵀ
+            // d(kept)ᵀ = V Gᵀ
             small_gemm(
                 (seq, seq, head_dim),
-                (grad_probs.as_mut_ptr(), seq, 1),
+                (grad_probs.as_mut_ptr(), stride, 1),
                 false,
-                (grad_out[column..].as_ptr(), width, 1),
-                (v[column..].as_ptr(), 1, width),
+                (v[column..].as_ptr(), width, 1),
+                (grad_out[column..].as_ptr(), 1, width),
                 1.0,
             );
         }
         if let Some(mask) = mask {
-            multiply_in_place(grad_probs, mask);
+            multiply_transposed_in_place(grad_probs, mask, seq);
         }
-        softmax_grad_rows(probs, grad_probs, kept, seq);
+        softmax_grad_columns(probs, grad_probs, kept, stride);
         let grad_scores = &*kept;
         // SAFETY: as above.
         unsafe {
-            // dQ = scale · dS K
+            // dQ = scale · dS K (dS is stored transposed)
             small_gemm(
                 (seq, head_dim, seq),
                 (grad_q[column..].as_mut_ptr(), width, 1),
                 false,
-                (grad_scores.as_ptr(), seq, 1),
+                (grad_scores.as_ptr(), 1, stride),
                 (k[column..].as_ptr(), width, 1),
                 scale,
             );
@@ -599,7 +676,7 @@ pub fn attention_sequence_grad(
                 (seq, head_dim, seq),
                 (grad_k[column..].as_mut_ptr(), width, 1),
                 false,
-                (grad_scores.as_ptr(), 1, seq),
+                (grad_scores.as_ptr(), stride, 1),
                 (q[column..].as_ptr(), width, 1),
                 scale,
             );
