@@ -203,12 +203,13 @@ impl Layer {
                 .forward_dropout(&context, self.config.hidden_dropout, train)?;
         let x = self.attention_norm.forward_residual(&attended, x)?;
 
-        let inner = self
-            .ffn_in
-            .forward_activation(&x, self.config.activation, train)?;
-        let out = self
-            .ffn_out
-            .forward_dropout(&inner, self.config.hidden_dropout, train)?;
+        let out = self.ffn_in.forward_feed_forward(
+            &self.ffn_out,
+            &x,
+            self.config.activation,
+            self.config.hidden_dropout,
+            train,
+        )?;
         self.output_norm.forward_residual(&out, &x)
     }
 }

@@ -128,23 +128,62 @@ impl Int8Linear {
             .par_chunks_mut(TASK_ROWS * n)
             .zip(x.par_chunks(TASK_ROWS * k.max(1)))
             .for_each(|(out, x)| {
-                let out = self.rows(x, out, kernel);
-                if gelu {
-                    super::kernels::gelu_erf_in_place(out);
-                }
+                self.rows(x, out, kernel, gelu);
             });
         // SAFETY: the tasks above cover all m * n elements, and `rows` writes each one.
         unsafe { out.set_len(m * n) };
         out
     }
 
-    /// One task: quantize up to [`TASK_ROWS`] rows, multiply, scale back, add the bias.
-    /// Returns `out`, now initialised.
+    /// A transformer's feed-forward block, `next(gelu(self(x)))`, as
+    /// `next.forward(&self.forward_gelu(x))` gives it, but block of rows by block of rows: the
+    /// intermediate rows (four times as wide as the input) stay in this thread's cache between
+    /// the two products instead of being written out and read back.
+    ///
+    /// # Panics
+    /// If `next` does not take this layer's output width.
+    pub fn forward_feed_forward(&self, next: &Int8Linear, x: &[f32]) -> Vec<f32> {
+        self.feed_forward_with(next, x, Kernel::best())
+    }
+
+    fn feed_forward_with(&self, next: &Int8Linear, x: &[f32], kernel: Kernel) -> Vec<f32> {
+        assert_eq!(self.n, next.k, "int8 feed-forward widths");
+        let (k, inner, n) = (self.k, self.n, next.n);
+        if k == 0 || inner == 0 || n == 0 {
+            return next.forward_with(&self.forward_with(x, kernel, true), kernel, false);
+        }
+        let m = x.len() / k;
+        let mut out: Vec<f32> = Vec::with_capacity(m * n);
+        out.spare_capacity_mut()[..m * n]
+            .par_chunks_mut(TASK_ROWS * n)
+            .zip(x.par_chunks(TASK_ROWS * k))
+            .for_each(|(out, x)| {
+                INTERMEDIATE.with_borrow_mut(|hidden| {
+                    let rows = x.len() / k;
+                    hidden.clear();
+                    hidden.reserve(rows * inner);
+                    let hidden = self.rows(
+                        x,
+                        &mut hidden.spare_capacity_mut()[..rows * inner],
+                        kernel,
+                        true,
+                    );
+                    next.rows(hidden, out, kernel, false);
+                });
+            });
+        // SAFETY: the tasks above cover all m * n elements, and `rows` writes each one.
+        unsafe { out.set_len(m * n) };
+        out
+    }
+
+    /// One task: quantize up to [`TASK_ROWS`] rows, multiply, scale back, add the bias, then
+    /// GELU if `gelu`. Returns `out`, now initialised.
     fn rows<'a>(
         &self,
         x: &[f32],
         out: &'a mut [MaybeUninit<f32>],
         kernel: Kernel,
+        gelu: bool,
     ) -> &'a mut [f32] {
         let (n, k, kp) = (self.n, self.k, self.k_padded);
         let m = out.len() / n;
@@ -195,6 +234,7 @@ impl Int8Linear {
                     column_sums: &self.column_sums,
                     scales: &self.scales,
                     bias: &self.bias,
+                    gelu,
                 },
                 &mut *out,
             );
@@ -212,6 +252,8 @@ struct Scratch {
 }
 
 thread_local! {
+    /// The intermediate rows of [`Int8Linear::forward_feed_forward`]'s current task.
+    static INTERMEDIATE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static SCRATCH: RefCell<Scratch> = const {
         RefCell::new(Scratch {
             quantized: Vec::new(),
@@ -310,6 +352,8 @@ struct Dequantize<'a> {
     column_sums: &'a [i32],
     scales: &'a [f32],
     bias: &'a [f32],
+    /// Exact GELU ([`super::kernels::gelu_erf`]) on each value, in the same pass.
+    gelu: bool,
 }
 
 multiversion! {
@@ -331,10 +375,21 @@ multiversion! {
             .zip(row_scales)
             .zip(row_offsets)
         {
-            for (j, o) in out.iter_mut().enumerate() {
-                let exact = row_scale * products[j] as f32
-                    + row_offset * terms.column_sums[j] as f32;
-                o.write(exact * terms.scales[j] + terms.bias[j]);
+            let values = out
+                .iter_mut()
+                .zip(&products[..n])
+                .zip(terms.column_sums.iter().zip(terms.scales).zip(terms.bias));
+            // Two loops rather than a test per value, so that each vectorises.
+            if terms.gelu {
+                for ((o, &product), ((&sum, &scale), &bias)) in values {
+                    let exact = row_scale * product as f32 + row_offset * sum as f32;
+                    o.write(super::kernels::gelu_erf(exact * scale + bias));
+                }
+            } else {
+                for ((o, &product), ((&sum, &scale), &bias)) in values {
+                    let exact = row_scale * product as f32 + row_offset * sum as f32;
+                    o.write(exact * scale + bias);
+                }
             }
         }
     }
@@ -719,5 +774,45 @@ mod tests {
             vec![1.5, -2.0, 0.25, 1.5, -2.0, 0.25]
         );
         assert!(layer.forward(&[]).is_empty());
+    }
+
+    #[test]
+    fn feed_forward_equals_the_two_layers_in_turn() {
+        // Rows over several tasks and off every block size, odd widths, GELU in between; every
+        // kernel, and the same values whether the intermediate rows are kept per task or not.
+        for (m, k, inner, n) in [
+            (1usize, 5usize, 7usize, 3usize),
+            (130, 24, 70, 17),
+            (200, 64, 256, 64),
+        ] {
+            let x = irregular(m * k, 1.0, 6.0);
+            let up = Int8Linear::new(
+                &irregular(inner * k, 2.0, 0.5),
+                &irregular(inner, 3.0, 1.0),
+                inner,
+                k,
+            );
+            let down = Int8Linear::new(
+                &irregular(n * inner, 4.0, 0.5),
+                &irregular(n, 5.0, 1.0),
+                n,
+                inner,
+            );
+            for kernel in [Kernel::Scalar, Kernel::best_without_amx(), Kernel::best()] {
+                let hidden = up.forward_with(&x, kernel, true);
+                let want = down.forward_with(&hidden, kernel, false);
+                assert_eq!(
+                    up.feed_forward_with(&down, &x, kernel),
+                    want,
+                    "{m}x{k}x{inner}x{n} {kernel:?}"
+                );
+                let gelu: Vec<f32> = up
+                    .forward_with(&x, kernel, false)
+                    .into_iter()
+                    .map(crate::model::kernels::gelu_erf)
+                    .collect();
+                assert_eq!(hidden, gelu, "GELU in the scaling pass");
+            }
+        }
     }
 }

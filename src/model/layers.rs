@@ -81,6 +81,28 @@ impl Linear {
     }
 }
 
+impl Linear {
+    /// A feed-forward block, `dropout(next(activation(self(x))))` (dropout only in training):
+    /// [`Linear::forward_activation`] then [`Linear::forward_dropout`], except where both layers
+    /// hold int8 weights and the activation is GELU, where one kernel runs both products
+    /// block of rows by block of rows ([`super::int8::Int8Linear::forward_feed_forward`]).
+    pub fn forward_feed_forward(
+        &self,
+        next: &Linear,
+        x: &Tensor,
+        activation: Activation,
+        p: f32,
+        train: bool,
+    ) -> Result<Tensor> {
+        match (&self.int8, &next.int8, activation) {
+            (Some(first), Some(second), Activation::Gelu) => {
+                ops::dropout(&ops::feed_forward_prepared(x, first, second)?, p, train)
+            }
+            _ => next.forward_dropout(&self.forward_activation(x, activation, train)?, p, train),
+        }
+    }
+}
+
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match (&self.int8, &self.packed) {

@@ -1210,6 +1210,11 @@ pub trait PreparedLinear: std::fmt::Debug + Send + Sync + 'static {
     fn out_features(&self) -> usize;
     /// `x W^T + b` for whole rows of `x`, then exact GELU if `gelu`.
     fn forward_rows(&self, x: &[f32], gelu: bool) -> Vec<f32>;
+
+    /// A feed-forward block, `next(gelu(self(x)))`, for whole rows of `x`.
+    fn forward_feed_forward(&self, next: &Self, x: &[f32]) -> Vec<f32> {
+        next.forward_rows(&self.forward_rows(x, true), false)
+    }
 }
 
 impl PreparedLinear for super::packed::PackedLinear {
@@ -1250,6 +1255,10 @@ impl PreparedLinear for super::int8::Int8Linear {
             self.forward(x)
         }
     }
+
+    fn forward_feed_forward(&self, next: &Self, x: &[f32]) -> Vec<f32> {
+        self.forward_feed_forward(next, x)
+    }
 }
 
 /// `x W^T + b` through a layer prepared at load ([`PreparedLinear`]), then exact GELU if
@@ -1260,6 +1269,24 @@ pub fn linear_prepared<L: PreparedLinear>(
     layer: &std::sync::Arc<L>,
     gelu: bool,
 ) -> Result<Tensor> {
+    prepared_op(x, PreparedLinearOp(layer.clone(), gelu, None))
+}
+
+/// A feed-forward block `second(gelu(first(x)))` through two layers prepared at load: as
+/// [`linear_prepared`] twice, but the kernel may keep the wide intermediate rows in cache
+/// (the int8 one does).
+pub fn feed_forward_prepared<L: PreparedLinear>(
+    x: &Tensor,
+    first: &std::sync::Arc<L>,
+    second: &std::sync::Arc<L>,
+) -> Result<Tensor> {
+    prepared_op(
+        x,
+        PreparedLinearOp(first.clone(), true, Some(second.clone())),
+    )
+}
+
+fn prepared_op<L: PreparedLinear>(x: &Tensor, op: PreparedLinearOp<L>) -> Result<Tensor> {
     if x.dtype() != DType::F32 || !x.device().is_cpu() {
         candle_core::bail!(
             "{} runs on f32 CPU tensors, not {:?} on {:?}",
@@ -1268,13 +1295,13 @@ pub fn linear_prepared<L: PreparedLinear>(
             x.device()
         );
     }
-    x.contiguous()?
-        .apply_op1_no_bwd(&PreparedLinearOp(layer.clone(), gelu))
+    x.contiguous()?.apply_op1_no_bwd(&op)
 }
 
-/// The kernel of [`linear_prepared`]: the layer, and whether GELU follows.
+/// The kernel of [`linear_prepared`] and [`feed_forward_prepared`]: the layer, whether GELU
+/// follows, and the feed-forward block's second layer.
 #[derive(Debug, Clone)]
-struct PreparedLinearOp<L>(std::sync::Arc<L>, bool);
+struct PreparedLinearOp<L>(std::sync::Arc<L>, bool, Option<std::sync::Arc<L>>);
 
 impl<L: PreparedLinear> candle_core::CustomOp1 for PreparedLinearOp<L> {
     fn name(&self) -> &'static str {
@@ -1286,7 +1313,7 @@ impl<L: PreparedLinear> candle_core::CustomOp1 for PreparedLinearOp<L> {
         storage: &candle_core::CpuStorage,
         layout: &candle_core::Layout,
     ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        let layer = &self.0;
+        let PreparedLinearOp(layer, gelu, next) = self;
         let mut dims = layout.dims().to_vec();
         if dims.last() != Some(&layer.in_features()) {
             candle_core::bail!(
@@ -1296,8 +1323,20 @@ impl<L: PreparedLinear> candle_core::CustomOp1 for PreparedLinearOp<L> {
                 layer.in_features()
             );
         }
-        let out = layer.forward_rows(contiguous_f32(self.name(), storage, layout)?, self.1);
-        *dims.last_mut().expect("checked above") = layer.out_features();
+        let x = contiguous_f32(self.name(), storage, layout)?;
+        let (out, width) = match next {
+            None => (layer.forward_rows(x, *gelu), layer.out_features()),
+            Some(next) if next.in_features() == layer.out_features() => {
+                (layer.forward_feed_forward(next, x), next.out_features())
+            }
+            Some(next) => candle_core::bail!(
+                "{}: the feed-forward block's second layer takes {} features, the first gives {}",
+                self.name(),
+                next.in_features(),
+                layer.out_features()
+            ),
+        };
+        *dims.last_mut().expect("checked above") = width;
         Ok((candle_core::CpuStorage::F32(out), dims.into()))
     }
 }
