@@ -2,8 +2,10 @@
 //! with a random 3-label head (BERT pooler, as `BertForSequenceClassification`) over the
 //! 2,048-sentence corpus; per batch size, sorted by length (or in corpus order with
 //! `--orders unsorted`), median of 3 passes after a warm-up; and the same corpus through the
-//! public `classify_each` at default settings (tokenization included). Each in f32 and in int8 mode, with the share of corpus
-//! sentences whose label is the same in both. A model folder with the head is written to a temporary folder,
+//! public `classify_each` at default settings (tokenization included). Each in f32 and in int8
+//! mode, with the share of corpus sentences whose label is the same in both, and the physical
+//! limit of each mode (`RESULT limit`: work per corpus sentence over the peak matrix multiply,
+//! measured in the same run). A model folder with the head is written to a temporary folder,
 //! so `standpoint label` can be timed on it too (its path is printed).
 //!
 //! `cargo bench --bench infer -- [--model DIR] [--corpus FILE] [--runs N] [--bs 1,8,32,64]
@@ -98,6 +100,67 @@ fn model_alone(
     Ok(())
 }
 
+/// Multiply-adds (×2) per corpus sentence at each sentence's real length (no padding): the
+/// encoder's dense products, QKᵀ and PV, the pooler and a 3-label head.
+fn flops_per_sentence(config: &ModelConfig, lengths: &[usize]) -> f64 {
+    let e = &config.encoder;
+    let (h, inner, labels) = (e.hidden_size as f64, e.intermediate_size as f64, 3.0);
+    let total: f64 = lengths
+        .iter()
+        .map(|&length| {
+            let l = length as f64;
+            let layer = 2.0 * l * (4.0 * h * h + 2.0 * h * inner) + 4.0 * l * l * h;
+            e.num_layers as f64 * layer + 2.0 * h * h + 2.0 * h * labels
+        })
+        .sum();
+    total / lengths.len().max(1) as f64
+}
+
+/// The machine's peak matrix multiply now, in (multiply-add × 2) per second, on 2048 × 2048
+/// squares (median of 3 after a warm-up): f32 through candle's matrix multiply and
+/// standpoint's packed kernel (the better), int8 through standpoint's int8 kernel.
+fn peak_matmul(mode: &str) -> standpoint::Result<f64> {
+    let square = 2048usize;
+    let values: Vec<f32> = (0..square * square)
+        .map(|i| ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) * 0.1)
+        .collect();
+    let bias = vec![0f32; square];
+    let median_seconds = |f: &mut dyn FnMut()| {
+        f();
+        let mut times: Vec<f64> = (0..3)
+            .map(|_| {
+                let t0 = Instant::now();
+                f();
+                t0.elapsed().as_secs_f64()
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        times[1]
+    };
+    let seconds = if mode == "int8" {
+        let layer = standpoint::model::int8::Int8Linear::new(&values, &bias, square, square);
+        median_seconds(&mut || {
+            std::hint::black_box(layer.forward(&values));
+        })
+    } else {
+        let matrix = Tensor::from_vec(values.clone(), (square, square), &Device::Cpu)?;
+        let mut general_result = Ok(());
+        let general = median_seconds(&mut || {
+            general_result = matrix.matmul(&matrix).map(|m| {
+                std::hint::black_box(m);
+            });
+        });
+        general_result?;
+        match standpoint::model::packed::PackedLinear::new(&values, &bias, square, square) {
+            Some(packed) => general.min(median_seconds(&mut || {
+                std::hint::black_box(packed.forward(&values));
+            })),
+            None => general,
+        }
+    };
+    Ok(2.0 * (square as f64).powi(3) / seconds)
+}
+
 fn model_alone_in_order(
     classifier: &Classifier,
     encoded: &[standpoint::tokenize::Encoded],
@@ -163,7 +226,10 @@ fn main() -> standpoint::Result<()> {
     let dtype = standpoint::parse_dtype(&arg("--dtype", "f32"))?;
     let modes = arg("--modes", if device.is_cpu() { "f32,int8" } else { "f32" });
     let mut labels = Vec::new();
+    let mut lengths = Vec::new();
+    let mut peaks = Vec::new();
     for mode in modes.split(',') {
+        let peak_before = peak_matmul(mode)?;
         let options = ClassifierOptions {
             int8: mode == "int8",
             device: device.clone(),
@@ -178,6 +244,12 @@ fn main() -> standpoint::Result<()> {
             load_start.elapsed().as_secs_f64()
         );
         assert_eq!(first.len(), 1);
+        if lengths.is_empty() {
+            lengths = sentences
+                .iter()
+                .map(|s| Ok(classifier.text_encoder().encode(None, s)?.len()))
+                .collect::<standpoint::Result<Vec<usize>>>()?;
+        }
         model_alone(&classifier, &sentences, &sizes, &orders, runs, mode)?;
 
         // The public API at its defaults (token-budget batches, tokenization included).
@@ -197,6 +269,20 @@ fn main() -> standpoint::Result<()> {
             median(rates.clone())
         );
         labels.push(predicted);
+        peaks.push((mode, peak_before.max(peak_matmul(mode)?)));
+    }
+    // The physical limit: work per sentence over the peak matrix multiply (element-wise
+    // work not counted, so no system reaches it). The peak is measured before and after each
+    // mode's timings and the higher kept: this shared machine's speed drifts within minutes.
+    let per_sentence =
+        flops_per_sentence(&ModelConfig::from_file(&dir.join("config.json"))?, &lengths);
+    for (mode, peak) in peaks {
+        println!(
+            "RESULT limit mode={mode} peak_gflops={:.0} gflop_per_sentence={:.3} limit_sent_per_s={:.0}",
+            peak / 1e9,
+            per_sentence / 1e9,
+            peak / per_sentence
+        );
     }
     if let [reference, int8] = &labels[..] {
         let same = reference.iter().zip(int8).filter(|(a, b)| a == b).count();

@@ -3,8 +3,9 @@
 # PyTorch, ONNX Runtime fp32 and int8 (../shared/bench/bench_torch.py) and standpoint f32 and
 # int8 (cargo bench --bench infer / train), on all-MiniLM-L6-v2 + a 3-label head and the
 # 2,048-sentence corpus; batches sorted by length, medians of 3 passes; training at batch 32;
-# time to the first prediction and peak RSS of a labelling run. Prints a Markdown table with
-# standpoint's ratios to each reference.
+# time to the first prediction and peak RSS of a labelling run; the physical limit (work per
+# sentence over the machine's peak matrix multiply, measured in the same run) and how close
+# each system gets. Prints a Markdown table with standpoint's ratios to each reference.
 #   scripts/bench.sh [PYTHON]   (PYTHON: torch + transformers + onnxruntime; default ../venv/bin/python)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -101,4 +102,18 @@ if first is not None:
 if rss:
     print(f"peak RSS labelling the corpus: standpoint f32 {rss / 1024:.0f} MB, int8 {rss8 / 1024:.0f} MB"
           + (f"; PyTorch after passes at batch 32 and 64: {torch_rss / 1024:.0f} MB" if torch_rss else ""))
+for mode, ours, refs in (("f32", "standpoint f32", ["PyTorch fp32", "ONNX Runtime fp32"]),
+                         ("int8", "standpoint int8", ["ONNX Runtime int8"])):
+    limit = find(rf"^RESULT limit mode={mode} ", r"limit_sent_per_s=([0-9.]+)")
+    if limit is None:
+        continue
+    peak = find(rf"^RESULT limit mode={mode} ", r"peak_gflops=([0-9.]+)")
+    work = find(rf"^RESULT limit mode={mode} ", r"gflop_per_sentence=([0-9.]+)")
+    best = []
+    for system in [ours] + refs:
+        rates = [r for r in rows.get(system, [])[:-1] if r]
+        if rates:
+            best.append(f"{system} {max(rates):.0f} ({100 * max(rates) / limit:.0f}%)")
+    print(f"physical limit, {mode}: {limit:.0f} sent/s ({work:.3f} GFLOP per sentence over a measured "
+          f"{peak:.0f} GFLOP/s peak matrix multiply); best batch size: " + ", ".join(best))
 EOF
