@@ -359,7 +359,7 @@ struct Dequantize<'a> {
 multiversion! {
     /// `out[i, j] = (row_scale[i] · products[i, j] + row_offset[i] · Σ_k q[j, k]) · scale[j]
     /// + bias[j]`, since `x[i, k] ≈ row_scale[i] · a[i, k] + row_offset[i]` and
-    /// `w[j, k] ≈ scale[j] · q[j, k]`.
+    /// `w[j, k] ≈ scale[j] · q[j, k]`; then GELU if `terms.gelu`.
     fn dequantize_rows(
         products: &[i32],
         stride: usize,

@@ -537,13 +537,15 @@ multiversion! {
             let blocks = || (first..y.len()).step_by(stride);
             let mut dot = [0f32; LANES];
             for at in blocks() {
-                for ((s, &p), &g) in dot.iter_mut().zip(&y[at..at + LANES]).zip(&grad[at..at + LANES]) {
+                let (y, grad) = (&y[at..at + LANES], &grad[at..at + LANES]);
+                for ((s, &p), &g) in dot.iter_mut().zip(y).zip(grad) {
                     *s += p * g;
                 }
             }
             for at in blocks() {
                 let (y, grad) = (&y[at..at + LANES], &grad[at..at + LANES]);
-                for (((o, &p), &g), &d) in out[at..at + LANES].iter_mut().zip(y).zip(grad).zip(&dot) {
+                let out = &mut out[at..at + LANES];
+                for (((o, &p), &g), &d) in out.iter_mut().zip(y).zip(grad).zip(&dot) {
                     *o = p * (g - d);
                 }
             }
