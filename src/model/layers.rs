@@ -79,9 +79,7 @@ impl Linear {
             _ => ops::activation(&self.forward(x)?, activation, train),
         }
     }
-}
 
-impl Linear {
     /// A feed-forward block, `dropout(next(activation(self(x))))` (dropout only in training):
     /// [`Linear::forward_activation`] then [`Linear::forward_dropout`], except where both layers
     /// hold int8 weights and the activation is GELU, where one kernel runs both products
