@@ -252,7 +252,8 @@ struct Scratch {
 }
 
 thread_local! {
-    /// The intermediate rows of [`Int8Linear::forward_feed_forward`]'s current task.
+    /// The intermediate rows of [`Int8Linear::forward_feed_forward`]'s current task: apart from
+    /// [`Scratch`], which `rows` borrows while these rows are its input.
     static INTERMEDIATE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static SCRATCH: RefCell<Scratch> = const {
         RefCell::new(Scratch {

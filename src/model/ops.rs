@@ -1269,7 +1269,14 @@ pub fn linear_prepared<L: PreparedLinear>(
     layer: &std::sync::Arc<L>,
     gelu: bool,
 ) -> Result<Tensor> {
-    prepared_op(x, PreparedLinearOp(layer.clone(), gelu, None))
+    prepared_op(
+        x,
+        PreparedLinearOp {
+            layer: layer.clone(),
+            gelu,
+            next: None,
+        },
+    )
 }
 
 /// A feed-forward block `second(gelu(first(x)))` through two layers prepared at load: as
@@ -1282,7 +1289,11 @@ pub fn feed_forward_prepared<L: PreparedLinear>(
 ) -> Result<Tensor> {
     prepared_op(
         x,
-        PreparedLinearOp(first.clone(), true, Some(second.clone())),
+        PreparedLinearOp {
+            layer: first.clone(),
+            gelu: true,
+            next: Some(second.clone()),
+        },
     )
 }
 
@@ -1298,10 +1309,15 @@ fn prepared_op<L: PreparedLinear>(x: &Tensor, op: PreparedLinearOp<L>) -> Result
     x.contiguous()?.apply_op1_no_bwd(&op)
 }
 
-/// The kernel of [`linear_prepared`] and [`feed_forward_prepared`]: the layer, whether GELU
-/// follows, and the feed-forward block's second layer.
+/// The kernel of [`linear_prepared`] and [`feed_forward_prepared`].
 #[derive(Debug, Clone)]
-struct PreparedLinearOp<L>(std::sync::Arc<L>, bool, Option<std::sync::Arc<L>>);
+struct PreparedLinearOp<L> {
+    layer: std::sync::Arc<L>,
+    /// Exact GELU after `layer` (always, in a feed-forward block).
+    gelu: bool,
+    /// The feed-forward block's second layer, if this is one.
+    next: Option<std::sync::Arc<L>>,
+}
 
 impl<L: PreparedLinear> candle_core::CustomOp1 for PreparedLinearOp<L> {
     fn name(&self) -> &'static str {
@@ -1313,7 +1329,7 @@ impl<L: PreparedLinear> candle_core::CustomOp1 for PreparedLinearOp<L> {
         storage: &candle_core::CpuStorage,
         layout: &candle_core::Layout,
     ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        let PreparedLinearOp(layer, gelu, next) = self;
+        let PreparedLinearOp { layer, gelu, next } = self;
         let mut dims = layout.dims().to_vec();
         if dims.last() != Some(&layer.in_features()) {
             candle_core::bail!(
