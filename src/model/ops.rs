@@ -1080,39 +1080,17 @@ impl candle_core::CustomOp3 for FusedLinear {
             });
         // SAFETY: every one of the m * n elements was written just above.
         unsafe { out.set_len(m * n) };
-        let threads = candle_core::utils::get_num_threads();
-        let parallelism = if threads > 1 {
-            gemm::Parallelism::Rayon(threads)
-        } else {
-            gemm::Parallelism::None
+        // SAFETY: out is m x n row-major, x m x k row-major, W^T (k x n) read from the n x k
+        // row-major weight, all within the slices checked above.
+        unsafe {
+            matmul(
+                (m, n, k),
+                out.as_mut_ptr(),
+                true,
+                (x.as_ptr(), 1, k as isize),
+                (w.as_ptr(), k as isize, 1),
+            )
         };
-        if m > 0 && n > 0 {
-            // SAFETY: dst is m x n row-major, lhs m x k row-major, rhs = W^T (k x n, read from
-            // the n x k row-major weight), all in bounds of the slices checked above.
-            unsafe {
-                gemm::gemm(
-                    m,
-                    n,
-                    k,
-                    out.as_mut_ptr(),
-                    1,
-                    n as isize,
-                    true,
-                    x.as_ptr(),
-                    1,
-                    k as isize,
-                    w.as_ptr(),
-                    k as isize,
-                    1,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    parallelism,
-                )
-            };
-        }
         let mut dims = x_dims.to_vec();
         *dims.last_mut().expect("checked above") = n;
         if let Some(mask) = &self.dropout {
@@ -1147,16 +1125,109 @@ impl candle_core::CustomOp3 for FusedLinear {
                 .apply_op2_no_bwd(mask, &ApplyDropout)?,
             None => grad_res,
         };
-        let grad_rows = grad_res.reshape(((), n))?;
-        let grad_x = grad_rows.matmul(weight)?.reshape(x.shape())?;
-        let grad_w = grad_rows.t()?.matmul(&x.reshape(((), k))?)?;
-        let grad_b = grad_rows.contiguous()?.apply_op1_no_bwd(&ColumnSums)?;
-        Ok((
-            Some(grad_x.detach()),
-            Some(grad_w.detach()),
-            Some(grad_b.detach()),
-        ))
+        let grad_rows = grad_res.contiguous()?.reshape(((), n))?;
+        let x_rows = x.contiguous()?.reshape(((), k))?;
+        let m = grad_rows.dim(0)?;
+        let (grad_x, grad_w) = with_f32_values(self.name(), &grad_rows, |dy| {
+            with_f32_values(self.name(), &x_rows, |x| {
+                with_f32_values(self.name(), weight, |w| {
+                    // dX = dY W (m x k), dW = dY^T X (n x k, dY read column by column).
+                    // SAFETY: dY is m x n, W n x k and X m x k, all row-major (checked by
+                    // the forward), so the strides stay within the slices.
+                    let grad_x = unsafe {
+                        matmul_new(
+                            (m, k, n),
+                            (dy.as_ptr(), 1, n as isize),
+                            (w.as_ptr(), 1, k as isize),
+                        )
+                    };
+                    // SAFETY: as above.
+                    let grad_w = unsafe {
+                        matmul_new(
+                            (n, k, m),
+                            (dy.as_ptr(), n as isize, 1),
+                            (x.as_ptr(), 1, k as isize),
+                        )
+                    };
+                    (grad_x, grad_w)
+                })
+            })
+        })???;
+        let grad_x = Tensor::from_vec(grad_x, x.shape(), x.device())?;
+        let grad_w = Tensor::from_vec(grad_w, (n, k), x.device())?;
+        let grad_b = grad_rows.apply_op1_no_bwd(&ColumnSums)?;
+        Ok((Some(grad_x), Some(grad_w), Some(grad_b)))
     }
+}
+
+/// `dst (m x n) := lhs (m x k) · rhs (k x n)`, added onto `dst` if `accumulate`, in parallel
+/// on the machine's threads; operands given as `(pointer, column stride, row stride)`.
+///
+/// # Safety
+/// Every element the strides reach for these sizes must lie in its operand; `dst` is
+/// row-major and, unless `accumulate`, may be uninitialised (it is only written).
+unsafe fn matmul(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    accumulate: bool,
+    lhs: (*const f32, isize, isize),
+    rhs: (*const f32, isize, isize),
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let threads = candle_core::utils::get_num_threads();
+    let parallelism = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            n as isize,
+            accumulate,
+            lhs.0,
+            lhs.1,
+            lhs.2,
+            rhs.0,
+            rhs.1,
+            rhs.2,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
+
+/// [`matmul`] into a new row-major `m x n` buffer, written without zero-filling it first.
+///
+/// # Safety
+/// As [`matmul`].
+unsafe fn matmul_new(
+    (m, n, k): (usize, usize, usize),
+    lhs: (*const f32, isize, isize),
+    rhs: (*const f32, isize, isize),
+) -> Vec<f32> {
+    let mut out: Vec<f32> = Vec::with_capacity(m * n);
+    if k == 0 {
+        out.resize(m * n, 0.0);
+        return out;
+    }
+    // SAFETY: the product writes all m x n elements (it does not read them: no accumulate).
+    unsafe {
+        matmul((m, n, k), out.as_mut_ptr(), false, lhs, rhs);
+        out.set_len(m * n);
+    }
+    out
 }
 
 /// Sums over the rows of a contiguous f32 `(rows, width)` CPU tensor: `(width)`. candle's
@@ -1687,6 +1758,8 @@ mod kernel_tests {
             (vec![33, 17], 40, 0.0),
             (vec![2, 5, 7], 3, 0.5),
             (vec![33, 17], 40, 0.1),
+            // Many rows, wide and deep: several of gemm's register and cache blocks.
+            (vec![4, 50, 130], 70, 0.1),
         ] {
             let train = p > 0.0;
             let k = *dims.last().unwrap();
