@@ -12,7 +12,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::kernels::multiversion;
+use super::kernels::{mul_add, multiversion};
 
 /// Output columns per packed block: one 512-bit register of i32 accumulators.
 const COLUMNS: usize = 16;
@@ -361,7 +361,7 @@ multiversion! {
     /// `out[i, j] = (row_scale[i] · products[i, j] + row_offset[i] · Σ_k q[j, k]) · scale[j]
     /// + bias[j]`, since `x[i, k] ≈ row_scale[i] · a[i, k] + row_offset[i]` and
     /// `w[j, k] ≈ scale[j] · q[j, k]`; then GELU if `terms.gelu`.
-    fn dequantize_rows(
+    fn dequantize_rows<const FMA: bool>(
         products: &[i32],
         stride: usize,
         row_scales: &[f32],
@@ -383,13 +383,13 @@ multiversion! {
             // Two loops rather than a test per value, so that each vectorises.
             if terms.gelu {
                 for ((o, &product), ((&sum, &scale), &bias)) in values {
-                    let exact = row_scale * product as f32 + row_offset * sum as f32;
-                    o.write(super::kernels::gelu_erf(exact * scale + bias));
+                    let exact = mul_add::<FMA>(row_scale, product as f32, row_offset * sum as f32);
+                    o.write(super::kernels::gelu_erf::<FMA>(mul_add::<FMA>(exact, scale, bias)));
                 }
             } else {
                 for ((o, &product), ((&sum, &scale), &bias)) in values {
-                    let exact = row_scale * product as f32 + row_offset * sum as f32;
-                    o.write(exact * scale + bias);
+                    let exact = mul_add::<FMA>(row_scale, product as f32, row_offset * sum as f32);
+                    o.write(mul_add::<FMA>(exact, scale, bias));
                 }
             }
         }
@@ -807,11 +807,9 @@ mod tests {
                     want,
                     "{m}x{k}x{inner}x{n} {kernel:?}"
                 );
-                let gelu: Vec<f32> = up
-                    .forward_with(&x, kernel, false)
-                    .into_iter()
-                    .map(crate::model::kernels::gelu_erf)
-                    .collect();
+                let plain = up.forward_with(&x, kernel, false);
+                let mut gelu = vec![0f32; plain.len()];
+                crate::model::kernels::gelu_erf_slice(&plain, &mut gelu);
                 assert_eq!(hidden, gelu, "GELU in the scaling pass");
             }
         }
