@@ -807,9 +807,8 @@ mod tests {
                     want,
                     "{m}x{k}x{inner}x{n} {kernel:?}"
                 );
-                let plain = up.forward_with(&x, kernel, false);
-                let mut gelu = vec![0f32; plain.len()];
-                crate::model::kernels::gelu_erf_slice(&plain, &mut gelu);
+                let mut gelu = up.forward_with(&x, kernel, false);
+                crate::model::kernels::gelu_erf_in_place(&mut gelu);
                 assert_eq!(hidden, gelu, "GELU in the scaling pass");
             }
         }

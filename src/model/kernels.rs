@@ -6,6 +6,8 @@
 //! That lets the compiler vectorise without a per-CPU build, and keeps the code portable.
 //! `exp` is a polynomial here because libm's `expf` is a scalar call that blocks vectorisation.
 
+use std::mem::MaybeUninit;
+
 /// Lanes of the manual accumulators: one AVX-512 register of f32.
 const LANES: usize = 16;
 
@@ -52,6 +54,26 @@ pub(crate) use multiversion;
 
 /// Whether the baseline build has a fused multiply-add instruction (see [`multiversion`]).
 pub(crate) const NATIVE_FMA: bool = cfg!(any(target_feature = "fma", target_arch = "aarch64"));
+
+/// `values` as initialised f32s.
+///
+/// # Safety
+/// Every element must have been written.
+#[inline(always)]
+pub(crate) unsafe fn assume_written(values: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    // SAFETY: MaybeUninit<f32> has f32's layout, and the caller vouches for every element.
+    unsafe { &mut *(values as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
+/// Writes `values` into `out` (of the same length) and returns it as initialised f32s.
+pub(crate) fn write_copy<'a>(out: &'a mut [MaybeUninit<f32>], values: &[f32]) -> &'a mut [f32] {
+    assert_eq!(out.len(), values.len(), "copy of a different length");
+    for (o, &v) in out.iter_mut().zip(values) {
+        o.write(v);
+    }
+    // SAFETY: every element was written just above.
+    unsafe { assume_written(out) }
+}
 
 /// `a · b + c`, rounded once where `FMA` (one instruction; a third fewer for the polynomials
 /// below), else as a multiply and an add.
@@ -112,9 +134,9 @@ pub fn gelu_erf<const FMA: bool>(x: f32) -> f32 {
 
 multiversion! {
     /// `out[i] = gelu_erf(input[i])`.
-    pub fn gelu_erf_slice<const FMA: bool>(input: &[f32], out: &mut [f32]) {
+    pub fn gelu_erf_slice<const FMA: bool>(input: &[f32], out: &mut [MaybeUninit<f32>]) {
         for (o, &x) in out.iter_mut().zip(input) {
-            *o = gelu_erf::<FMA>(x);
+            o.write(gelu_erf::<FMA>(x));
         }
     }
 }
@@ -130,12 +152,16 @@ multiversion! {
 
 multiversion! {
     /// The backward of [`gelu_erf`]: `out[i] = grad[i] · (Φ(x) + x φ(x))` at `x = input[i]`.
-    pub fn gelu_erf_grad_slice<const FMA: bool>(input: &[f32], grad: &[f32], out: &mut [f32]) {
+    pub fn gelu_erf_grad_slice<const FMA: bool>(
+        input: &[f32],
+        grad: &[f32],
+        out: &mut [MaybeUninit<f32>],
+    ) {
         // 1 / sqrt(2π)
         const INV_SQRT_2PI: f32 = 0.398_942_3;
         for ((o, &x), &g) in out.iter_mut().zip(input).zip(grad) {
             let density = INV_SQRT_2PI * exp::<FMA>(-0.5 * x * x);
-            *o = g * mul_add::<FMA>(x, density, normal_cdf::<FMA>(x));
+            o.write(g * mul_add::<FMA>(x, density, normal_cdf::<FMA>(x)));
         }
     }
 }
@@ -166,12 +192,18 @@ fn row_moments(row: &[f32], eps: f32) -> (f32, f32) {
 
 multiversion! {
     /// LayerNorm of each row of `gamma.len()` values: `(x − mean) / sqrt(var + eps) · γ + β`.
-    pub fn layer_norm_rows(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, out: &mut [f32]) {
+    pub fn layer_norm_rows(
+        x: &[f32],
+        gamma: &[f32],
+        beta: &[f32],
+        eps: f32,
+        out: &mut [MaybeUninit<f32>],
+    ) {
         let width = gamma.len().max(1);
         for (row, out) in x.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
             let (mean, inv) = row_moments(row, eps);
             for (((o, &v), &g), &b) in out.iter_mut().zip(row).zip(gamma).zip(beta) {
-                *o = (v - mean) * inv * g + b;
+                o.write((v - mean) * inv * g + b);
             }
         }
     }
@@ -185,7 +217,7 @@ multiversion! {
         gamma: &[f32],
         beta: &[f32],
         eps: f32,
-        out: &mut [f32],
+        out: &mut [MaybeUninit<f32>],
     ) {
         let width = gamma.len().max(1);
         for ((x, r), out) in x
@@ -194,8 +226,10 @@ multiversion! {
             .zip(out.chunks_exact_mut(width))
         {
             for ((o, &a), &b) in out.iter_mut().zip(x).zip(r) {
-                *o = a + b;
+                o.write(a + b);
             }
+            // SAFETY: every element of this row was written just above.
+            let out = unsafe { assume_written(out) };
             let (mean, inv) = row_moments(out, eps);
             for ((o, &g), &b) in out.iter_mut().zip(gamma).zip(beta) {
                 *o = (*o - mean) * inv * g + b;
@@ -260,7 +294,12 @@ multiversion! {
 
 multiversion! {
     /// Backward of a row softmax: `out = y ⊙ (grad − Σ grad ⊙ y)` per row of `width` values.
-    pub fn softmax_grad_rows(y: &[f32], grad: &[f32], out: &mut [f32], width: usize) {
+    pub fn softmax_grad_rows(
+        y: &[f32],
+        grad: &[f32],
+        out: &mut [MaybeUninit<f32>],
+        width: usize,
+    ) {
         let width = width.max(1);
         for ((y, g), out) in y
             .chunks_exact(width)
@@ -275,7 +314,7 @@ multiversion! {
             }
             let dot = lanes.iter().sum::<f32>();
             for ((o, &p), &g) in out.iter_mut().zip(y).zip(g) {
-                *o = p * (g - dot);
+                o.write(p * (g - dot));
             }
         }
     }
@@ -393,6 +432,7 @@ unsafe fn small_gemm(
 /// (no head-split copies); `key_bias`: `seq` values added to every query's scores (0, or a
 /// large negative value for padding); `dropout`: `heads × seq × seq` factors (0 or
 /// `1 / (1 - p)`) multiplying the attention weights, if any; `scores` is resized as needed.
+/// Writes every element of the first `seq` rows of `out` (which need not be initialised).
 ///
 /// # Panics
 /// If a slice is shorter than the shape says.
@@ -403,7 +443,7 @@ pub fn attention_sequence(
     v: &[f32],
     key_bias: &[f32],
     dropout: Option<&[f32]>,
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
     shape: AttentionShape,
     scores: &mut Vec<f32>,
 ) {
@@ -413,7 +453,8 @@ pub fn attention_sequence(
         head_dim,
     } = shape;
     let width = heads * head_dim;
-    check_attention_operands(&[q, k, v, &*out], key_bias, dropout, shape);
+    check_attention_operands(&[q, k, v], key_bias, dropout, shape);
+    assert!(out.len() >= seq * width, "attention output too short");
     if seq == 0 || head_dim == 0 {
         return;
     }
@@ -431,7 +472,7 @@ pub fn attention_sequence(
         unsafe {
             small_gemm(
                 (seq, head_dim, seq),
-                (out[column..].as_mut_ptr(), width, 1),
+                (out[column..].as_mut_ptr().cast::<f32>(), width, 1),
                 false,
                 (scores.as_ptr(), 1, stride),
                 (v[column..].as_ptr(), width, 1),
@@ -573,9 +614,9 @@ multiversion! {
 
 multiversion! {
     /// `out[i] = values[i] · factors[i]`.
-    pub fn multiply(values: &[f32], factors: &[f32], out: &mut [f32]) {
+    pub fn multiply(values: &[f32], factors: &[f32], out: &mut [MaybeUninit<f32>]) {
         for ((o, v), f) in out.iter_mut().zip(values).zip(factors) {
-            *o = v * f;
+            o.write(v * f);
         }
     }
 }
