@@ -385,21 +385,32 @@ multiversion! {
     }
 }
 
-/// `dst (m × n) = [dst +] scale · lhs (m × k) · rhs (k × n)` on one thread, each matrix given
-/// by its first element and its row and column strides.
+/// `dst (m × n) = [dst +] scale · lhs (m × k) · rhs (k × n)`, each matrix given by its first
+/// element and its row and column strides; on rayon's threads if `parallel`, else on this one.
+/// Unless `accumulate`, `dst` is only written, so it may be uninitialised.
 ///
 /// # Safety
 /// Every element the strides reach must lie inside the allocation behind its pointer, and
 /// `dst` must not overlap `lhs` or `rhs`.
 #[allow(clippy::too_many_arguments)]
-unsafe fn small_gemm(
+pub(crate) unsafe fn matrix_product(
     (m, n, k): (usize, usize, usize),
     dst: (*mut f32, usize, usize),
     accumulate: bool,
     lhs: (*const f32, usize, usize),
     rhs: (*const f32, usize, usize),
     scale: f32,
+    parallel: bool,
 ) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let threads = candle_core::utils::get_num_threads();
+    let parallelism = if parallel && threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
     // SAFETY: forwarded from the caller.
     unsafe {
         gemm::gemm(
@@ -421,9 +432,25 @@ unsafe fn small_gemm(
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism,
         )
     }
+}
+
+/// [`matrix_product`] on this thread: attention's per-head products, a task each.
+///
+/// # Safety
+/// As [`matrix_product`].
+unsafe fn small_gemm(
+    dims: (usize, usize, usize),
+    dst: (*mut f32, usize, usize),
+    accumulate: bool,
+    lhs: (*const f32, usize, usize),
+    rhs: (*const f32, usize, usize),
+    scale: f32,
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe { matrix_product(dims, dst, accumulate, lhs, rhs, scale, false) }
 }
 
 /// Scaled dot-product attention of one sequence, all heads:

@@ -1134,12 +1134,14 @@ impl candle_core::CustomOp3 for FusedLinear {
         // SAFETY: out is m x n row-major, x m x k row-major, W^T (k x n) read from the n x k
         // row-major weight, all within the slices checked above.
         unsafe {
-            matmul(
+            kernels::matrix_product(
                 (m, n, k),
-                out.as_mut_ptr(),
+                (out.as_mut_ptr(), n, 1),
                 true,
-                (x.as_ptr(), 1, k as isize),
-                (w.as_ptr(), k as isize, 1),
+                (x.as_ptr(), k, 1),
+                (w.as_ptr(), 1, k),
+                1.0,
+                true,
             )
         };
         let mut dims = x_dims.to_vec();
@@ -1185,21 +1187,11 @@ impl candle_core::CustomOp3 for FusedLinear {
                     // dX = dY W (m x k), dW = dY^T X (n x k, dY read column by column).
                     // SAFETY: dY is m x n, W n x k and X m x k, all row-major (checked by
                     // the forward), so the strides stay within the slices.
-                    let grad_x = unsafe {
-                        matmul_new(
-                            (m, k, n),
-                            (dy.as_ptr(), 1, n as isize),
-                            (w.as_ptr(), 1, k as isize),
-                        )
-                    };
+                    let grad_x =
+                        unsafe { product_new((m, k, n), (dy.as_ptr(), n, 1), (w.as_ptr(), k, 1)) };
                     // SAFETY: as above.
-                    let grad_w = unsafe {
-                        matmul_new(
-                            (n, k, m),
-                            (dy.as_ptr(), n as isize, 1),
-                            (x.as_ptr(), 1, k as isize),
-                        )
-                    };
+                    let grad_w =
+                        unsafe { product_new((n, k, m), (dy.as_ptr(), 1, n), (x.as_ptr(), k, 1)) };
                     (grad_x, grad_w)
                 })
             })
@@ -1211,62 +1203,15 @@ impl candle_core::CustomOp3 for FusedLinear {
     }
 }
 
-/// `dst (m x n) := lhs (m x k) · rhs (k x n)`, added onto `dst` if `accumulate`, in parallel
-/// on the machine's threads; operands given as `(pointer, column stride, row stride)`.
+/// `lhs (m x k) · rhs (k x n)` on the machine's threads into a new row-major buffer, written
+/// without zero-filling it first; operands as `(pointer, row stride, column stride)`.
 ///
 /// # Safety
-/// Every element the strides reach for these sizes must lie in its operand; `dst` is
-/// row-major and, unless `accumulate`, may be uninitialised (it is only written).
-unsafe fn matmul(
+/// Every element the strides reach for these sizes must lie in its operand.
+unsafe fn product_new(
     (m, n, k): (usize, usize, usize),
-    dst: *mut f32,
-    accumulate: bool,
-    lhs: (*const f32, isize, isize),
-    rhs: (*const f32, isize, isize),
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    let threads = candle_core::utils::get_num_threads();
-    let parallelism = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst,
-            1,
-            n as isize,
-            accumulate,
-            lhs.0,
-            lhs.1,
-            lhs.2,
-            rhs.0,
-            rhs.1,
-            rhs.2,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        )
-    }
-}
-
-/// [`matmul`] into a new row-major `m x n` buffer, written without zero-filling it first.
-///
-/// # Safety
-/// As [`matmul`].
-unsafe fn matmul_new(
-    (m, n, k): (usize, usize, usize),
-    lhs: (*const f32, isize, isize),
-    rhs: (*const f32, isize, isize),
+    lhs: (*const f32, usize, usize),
+    rhs: (*const f32, usize, usize),
 ) -> Vec<f32> {
     let mut out: Vec<f32> = Vec::with_capacity(m * n);
     if k == 0 {
@@ -1275,7 +1220,15 @@ unsafe fn matmul_new(
     }
     // SAFETY: the product writes all m x n elements (it does not read them: no accumulate).
     unsafe {
-        matmul((m, n, k), out.as_mut_ptr(), false, lhs, rhs);
+        kernels::matrix_product(
+            (m, n, k),
+            (out.as_mut_ptr(), n, 1),
+            false,
+            lhs,
+            rhs,
+            1.0,
+            true,
+        );
         out.set_len(m * n);
     }
     out
