@@ -92,13 +92,16 @@ pub fn exp<const FMA: bool>(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
     const FLUSH_BELOW: f32 = -80.0;
+    // 1/k! from the highest degree down, for Horner's rule (the constant 1 comes last).
     const TAYLOR: [f32; 6] = [1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0];
     // max/min rather than clamp: a NaN becomes FLUSH_BELOW here, so `n` below is in range.
     #[allow(clippy::manual_clamp)]
     let bounded = x.max(FLUSH_BELOW).min(88.0);
     let n = mul_add::<FMA>(bounded, std::f32::consts::LOG2_E, 0.5).floor();
     let r = mul_add::<FMA>(-n, LN2_LO, mul_add::<FMA>(-n, LN2_HI, bounded));
-    let p = TAYLOR.iter().fold(0.0, |p, &c| mul_add::<FMA>(p, r, c));
+    let p = TAYLOR[1..]
+        .iter()
+        .fold(TAYLOR[0], |p, &c| mul_add::<FMA>(p, r, c));
     let p = mul_add::<FMA>(p, r, 1.0);
     // SAFETY: n is an integer in [-116, 127] (bounded above). Unlike `as`, which
     // saturates and so stays scalar, this converts a whole vector at once.
@@ -112,6 +115,7 @@ pub fn exp<const FMA: bool>(x: f32) -> f32 {
 #[inline(always)]
 fn normal_cdf<const FMA: bool>(x: f32) -> f32 {
     const P: f32 = 0.327_591_1;
+    // a5 down to a1, for Horner's rule.
     const A: [f32; 5] = [
         1.061_405_4,
         -1.453_152_1,
@@ -121,7 +125,7 @@ fn normal_cdf<const FMA: bool>(x: f32) -> f32 {
     ];
     let z = (x * std::f32::consts::FRAC_1_SQRT_2).abs();
     let t = 1.0 / mul_add::<FMA>(P, z, 1.0);
-    let poly = t * A.iter().fold(0.0, |p, &a| mul_add::<FMA>(p, t, a));
+    let poly = t * A[1..].iter().fold(A[0], |p, &a| mul_add::<FMA>(p, t, a));
     let erf_abs = mul_add::<FMA>(-poly, exp::<FMA>(-z * z), 1.0);
     0.5 * (1.0 + erf_abs.copysign(x))
 }
