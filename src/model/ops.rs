@@ -1497,11 +1497,12 @@ mod kernel_tests {
         };
         let want = grad(x.as_tensor().gelu_erf().unwrap());
         let got = grad(activation(x.as_tensor(), Activation::Gelu, false).unwrap());
-        // Element i is i · GELU'(x_i): GELU' itself within 1e-6 (the erf approximation's error
-        // is 1.5e-7).
+        // Element i is i · GELU'(x_i), so bound GELU' itself: within 4e-7 of candle's (2.7e-7
+        // at most here; the erf approximation alone is within 1.5e-7). Bounding the weighted
+        // value relative to itself had allowed 1e-5 where GELU' is near 1.
         for (i, (w, g)) in want.iter().zip(&got).enumerate() {
             assert!(
-                (w - g).abs() <= 1e-6 * (i as f32).max(1.0),
+                (w - g).abs() <= 4e-7 * (i as f32).max(1.0),
                 "{i}: {w} vs {g}"
             );
         }
