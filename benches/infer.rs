@@ -198,6 +198,7 @@ fn model_alone_in_order(
 
 fn main() -> standpoint::Result<()> {
     standpoint::allocator::keep_freed_pages();
+    standpoint::threads::init(None)?;
     let base = PathBuf::from(arg("--model", "../shared/models/all-MiniLM-L6-v2"));
     let corpus = arg("--corpus", "../shared/bench/corpus.txt");
     let runs: usize = arg("--runs", "3").parse().expect("--runs N");

@@ -72,6 +72,7 @@ impl Dense {
 
 fn main() -> Result<()> {
     standpoint::allocator::keep_freed_pages();
+    standpoint::threads::init(None).expect("thread count");
     let num = |name: &str, default: &str| -> usize { arg(name, default).parse().expect(name) };
     let (batch, seq, hidden, ffn, heads) = (
         num("--batch", "32"),
@@ -143,7 +144,7 @@ fn main() -> Result<()> {
     let layer: f64 = rows.iter().map(|r| r.1 as f64 * r.2).sum();
     println!(
         "one layer at batch {batch} x seq {seq} (hidden {hidden}, ffn {ffn}, {heads} heads), {} threads",
-        candle_core::utils::get_num_threads()
+        standpoint::threads::count()
     );
     println!("| op | calls | ms per call | share of layer | GFLOP/s |");
     println!("|---|---|---|---|---|");

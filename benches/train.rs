@@ -27,6 +27,7 @@ use standpoint::train::optim::{AdamW, AdamWConfig};
 
 fn main() -> standpoint::Result<()> {
     standpoint::allocator::keep_freed_pages();
+    standpoint::threads::init(None)?;
     let model_dir = PathBuf::from(arg("--model", "../shared/models/all-MiniLM-L6-v2"));
     let corpus = arg("--corpus", "../shared/bench/corpus.txt");
     let steps: usize = arg("--steps", "20").parse().expect("--steps N");

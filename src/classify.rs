@@ -232,6 +232,7 @@ impl Classifier {
     }
 
     fn from_dir(dir: &Path, source: ModelSource, options: &ClassifierOptions) -> Result<Self> {
+        crate::threads::init(None)?;
         if options.batch_size == 0 {
             return Err(Error::InvalidOption {
                 option: "batch_size",

@@ -35,6 +35,7 @@ pub mod metrics;
 pub mod model;
 pub mod output;
 pub mod records;
+pub mod threads;
 pub mod tokenize;
 pub mod train;
 

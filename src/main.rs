@@ -31,11 +31,16 @@ mod progress;
 #[command(
     name = "standpoint",
     version,
+    // A later value wins (scripts append their own settings to a recipe's).
+    args_override_self = true,
     about = "Stance toward actors, and sentiment, for every sentence"
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Worker threads [default: $RAYON_NUM_THREADS, else the physical cores this process may use].
+    #[arg(long, global = true)]
+    threads: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -127,12 +132,10 @@ struct LabelArgs {
     /// Token limit per input (default: the model's).
     #[arg(long)]
     max_length: Option<usize>,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
-    threads: Option<usize>,
 }
 
 #[derive(Args)]
+#[command(args_override_self = true)]
 struct TrainArgs {
     /// Starting point: an encoder or a standpoint model (folder or hub id).
     #[arg(long, required_unless_present = "resume")]
@@ -494,12 +497,6 @@ fn info(args: &InfoArgs) -> Result<()> {
 }
 
 fn label(args: &LabelArgs) -> Result<()> {
-    if let Some(threads) = args.threads {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build_global()
-            .context("--threads")?;
-    }
     let classifier = args
         .model
         .load(args.batch_size, Some(args.batch_tokens), args.max_length)?;
@@ -748,6 +745,11 @@ fn export(args: &ExportArgs) -> Result<()> {
 fn main() -> ExitCode {
     standpoint::allocator::keep_freed_pages();
     let cli = Cli::parse();
+    // Before any thread starts, so that no later lookup of the count reads /proc.
+    if let Err(e) = standpoint::threads::init(cli.threads) {
+        eprintln!("error: --threads: {e}");
+        return ExitCode::FAILURE;
+    }
     let result = match &cli.command {
         Command::Classify(args) => classify(args),
         Command::Info(args) => info(args),

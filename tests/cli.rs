@@ -3,6 +3,7 @@
 mod common;
 
 use std::io::Write;
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use common::*;
@@ -322,5 +323,100 @@ fn eval_prints_a_table_and_writes_a_report() {
     assert!(
         stderr.contains("dev.csv:3: unknown label \"pro\""),
         "{stderr}"
+    );
+}
+
+fn strace_available() -> bool {
+    Command::new("strace")
+        .args(["-f", "-o", "/dev/null", "true"])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Runs the binary under `strace -f` (the thread count is resolved once per process: candle's
+/// lookup used to read `/proc/cpuinfo` on every matrix multiply), returning (opens of /proc/cpuinfo, threads created).
+fn traced(args: &[&str], dir: &Path) -> (usize, usize) {
+    let trace = dir.join(format!("trace-{}.txt", args.join("_").len()));
+    let status = Command::new("strace")
+        .arg("-f")
+        .args(["-e", "trace=openat,open,clone,clone3"])
+        .arg("-o")
+        .arg(&trace)
+        .arg(env!("CARGO_BIN_EXE_standpoint"))
+        .args(args)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "standpoint {args:?} failed under strace");
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let opens = text.lines().filter(|l| l.contains("/proc/cpuinfo")).count();
+    let threads = text
+        .lines()
+        .filter(|l| l.contains("clone3(") || l.contains("clone("))
+        .count();
+    (opens, threads)
+}
+
+#[test]
+fn classify_and_train_open_proc_cpuinfo_at_most_once_and_obey_threads() {
+    if !strace_available() {
+        // The in-process test above covers the library; this one needs ptrace.
+        eprintln!("skipped: strace is not available here");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("rows.jsonl");
+    let rows: String = (0..200)
+        .map(|i| {
+            format!(
+                "{{\"text\": \"Sentence {i}: NATO refused cooperation.\", \"target\": \"NATO\"}}\n"
+            )
+        })
+        .collect();
+    std::fs::write(&input, rows).unwrap();
+    let model = fixture("tiny-bert");
+    let classify = [
+        "classify",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--batch-size",
+        "8",
+    ];
+    let (opens, _) = traced(&classify, dir.path());
+    assert!(opens <= 1, "classify opened /proc/cpuinfo {opens} times");
+
+    let out = dir.path().join("run");
+    let examples =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("data/train-examples/stance-train.jsonl");
+    let train = [
+        "train",
+        "--base",
+        model.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--train",
+        examples.to_str().unwrap(),
+        "--head",
+        "stance:pair",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+    ];
+    let (opens, _) = traced(&train, dir.path());
+    assert!(opens <= 1, "train opened /proc/cpuinfo {opens} times");
+
+    let mut one = vec!["--threads", "1"];
+    one.extend_from_slice(&classify);
+    let mut five = vec!["--threads", "5"];
+    five.extend_from_slice(&classify);
+    let (_, threads_one) = traced(&one, dir.path());
+    let (_, threads_five) = traced(&five, dir.path());
+    // rayon's global pool and candle's barrier pool each grow by the four extra workers.
+    assert!(
+        threads_five >= threads_one + 4,
+        "--threads 5 created {threads_five} threads, --threads 1 created {threads_one}"
     );
 }

@@ -409,7 +409,7 @@ pub(crate) unsafe fn matrix_product(
     if m == 0 || n == 0 {
         return;
     }
-    let threads = candle_core::utils::get_num_threads();
+    let threads = crate::threads::count();
     let parallelism = if parallel && threads > 1 {
         gemm::Parallelism::Rayon(threads)
     } else {

@@ -273,6 +273,7 @@ pub fn train(
     observer: &mut dyn TrainObserver,
 ) -> Result<TrainSummary> {
     config.check()?;
+    crate::threads::init(None)?;
     let setup = prepare(config, observer)?;
     run(setup, resume, observer)
 }
