@@ -14,6 +14,11 @@ SOURCE_DIR holds each dataset in its original repository layout (what
 Datasets whose folder is missing are skipped with a message. Dev splits are carved
 deterministically (hash of the post or sentence) where a dataset has none. Standard
 library only, so it runs anywhere Python 3.8+ does.
+
+The project's diplomatic sets (data/diplomatic/, labelled by data/STANCE_GUIDE.md) are
+written too: `cameo-stance-{train,dev}.jsonl` joins the committed CAMEO annotations with
+the sentences of SOURCE_DIR (refusing a row whose sentence hash does not match), and
+`written-{train,dev}.jsonl` are the project's own sentences.
 """
 
 import csv
@@ -198,6 +203,63 @@ def cameo(src):
     return {"cameo-train": train, "cameo-dev": dev}
 
 
+PROJECT_DATA = Path(__file__).resolve().parent.parent / "data" / "diplomatic"
+
+
+def sha256(text):
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def annotation_rows(path):
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    yield number, json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise SystemExit(f"{path}:{number}: invalid JSON: {e}")
+
+
+# Stance toward each actor of the CAMEO sentences, annotated by the project (the sentences
+# stay in SOURCE_DIR; the annotations name file, line and the sentence's SHA-256).
+def cameo_stance(src):
+    path = PROJECT_DATA / "cameo-annotations.jsonl"
+    sources = {}
+    train, dev = [], []
+    for number, row in annotation_rows(path):
+        where = f"{path}:{number}"
+        source = src / row["source"]
+        if source not in sources:
+            with open(source, encoding="utf-8", newline="") as f:
+                sources[source] = [line.rstrip("\r\n").split("\t")[0] for line in f]
+        lines = sources[source]
+        if not 1 <= row["line"] <= len(lines):
+            raise SystemExit(f"{where}: {row['source']} has no line {row['line']}")
+        text = lines[row["line"] - 1]
+        if sha256(text) != row["sha256"]:
+            raise SystemExit(f"{where}: the text of {row['source']}:{row['line']} does not match its hash")
+        if row["mention"] not in text:
+            raise SystemExit(f"{where}: mention {row['mention']!r} is not in the sentence")
+        if row["split"] != ("dev" if carve_dev(text, 15) else "train"):
+            raise SystemExit(f"{where}: split {row['split']!r} differs from the carved one")
+        out = stance_row("cameo-stance", text, row["target"], row["stance"], mention=row["mention"], holder=row["holder"])
+        (dev if row["split"] == "dev" else train).append(out)
+    return {"cameo-stance-train": train, "cameo-stance-dev": dev}
+
+
+def written(_src):
+    sets = {}
+    for split in ("train", "dev"):
+        path = PROJECT_DATA / f"written-{split}.jsonl"
+        rows = []
+        for number, row in annotation_rows(path):
+            if row["mention"] not in row["text"]:
+                raise SystemExit(f"{path}:{number}: mention {row['mention']!r} is not in the sentence")
+            rows.append(stance_row("written", row["text"], row["target"], row["stance"], mention=row["mention"], holder=row["holder"]))
+        sets[f"written-{split}"] = rows
+    return sets
+
+
 def normalise_tweet(text):
     text = re.sub(r"https?://\S+", "", text.lower())
     text = re.sub(r"@\w+", "@user", text)
@@ -254,6 +316,15 @@ def main():
         print(folder, file=sys.stderr)
         for name, rows in convert(src).items():
             write(out, name, rows)
+    for name, convert, needs in (("cameo stance", cameo_stance, "conflibert_cameo"), ("written", written, None)):
+        if needs and not (src / needs).is_dir():
+            continue
+        if not PROJECT_DATA.is_dir():
+            print(f"{PROJECT_DATA}: not found, {name} skipped", file=sys.stderr)
+            continue
+        print(name, file=sys.stderr)
+        for file, rows in convert(src).items():
+            write(out, file, rows)
 
 
 if __name__ == "__main__":
