@@ -34,3 +34,7 @@ score "VAST (carved dev, by post)" vast-dev.jsonl stance.macro_f1
 score "RUW (Russia and Ukraine)" ruw-dev.jsonl stance.macro_f1
 score "Directed sentiment (receiver)" directed-sentiment-dev.jsonl stance.macro_f1
 score "CAMEO cooperation/conflict (carved dev)" cameo-dev.jsonl relation.macro_f1
+score "Diplomatic: CAMEO sentences, per actor" cameo-stance-dev.jsonl stance.macro_f1
+score "Diplomatic: CAMEO sentences, per actor" cameo-stance-dev.jsonl stance.accuracy
+score "Diplomatic: written pairs" written-dev.jsonl stance.macro_f1
+score "Diplomatic: written pairs" written-dev.jsonl stance.accuracy
