@@ -38,3 +38,5 @@ score "Diplomatic: CAMEO sentences, per actor" cameo-stance-dev.jsonl stance.mac
 score "Diplomatic: CAMEO sentences, per actor" cameo-stance-dev.jsonl stance.accuracy
 score "Diplomatic: written pairs" written-dev.jsonl stance.macro_f1
 score "Diplomatic: written pairs" written-dev.jsonl stance.accuracy
+score "Diplomatic: written hard cases" written-hard-dev.jsonl stance.macro_f1
+score "Diplomatic: written hard cases" written-hard-dev.jsonl stance.accuracy

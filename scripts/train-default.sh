@@ -5,7 +5,8 @@
 #   scripts/train-default.sh CONVERTED OUT [BASE] [TRAIN OPTIONS...]
 # TRAIN OPTIONS go to `standpoint train` after the recipe's own (a later --lr, --epochs,
 # --pooling, ... overrides it); DIPLOMATIC_WEIGHT (default 3) weights the project's
-# diplomatic sets (data/diplomatic/, converted to cameo-stance-* and written-*).
+# diplomatic sets (data/diplomatic/, converted to cameo-stance-*, written-* and
+# written-hard-*).
 # BASE defaults to ../shared/models/all-MiniLM-L6-v2 (sentence-transformers/all-MiniLM-L6-v2).
 # About 80 minutes on 2 CPU cores; interrupted runs continue with
 #   standpoint train --resume OUT
@@ -31,12 +32,14 @@ diplomatic=${DIPLOMATIC_WEIGHT:-3}
   --train "$data/sentiment-train.jsonl:0.12" \
   --train "$data/cameo-stance-train.jsonl:$diplomatic" \
   --train "$data/written-train.jsonl:$diplomatic" \
+  --train "$data/written-hard-train.jsonl:$diplomatic" \
   --dev "$data/newsmtsc-rw-dev.jsonl" --dev "$data/newsmtsc-mt-dev.jsonl" \
   --dev "$data/tweeteval-stance-dev.jsonl" --dev "$data/pstance-dev.jsonl" \
   --dev "$data/vast-dev.jsonl" --dev "$data/ruw-dev.jsonl" \
   --dev "$data/directed-sentiment-dev.jsonl" --dev "$data/cameo-dev.jsonl" \
   --dev "$data/tweeteval-sentiment-dev.jsonl" \
   --dev "$data/cameo-stance-dev.jsonl" --dev "$data/written-dev.jsonl" \
+  --dev "$data/written-hard-dev.jsonl" \
   --epochs 2 --batch-size 32 --lr 8e-5 --warmup-ratio 0.06 --max-length 80 \
   --select mean.macro_f1 --seed 42 \
   --name standpoint-default --version 0.2.0 "$@"
