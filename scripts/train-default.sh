@@ -2,7 +2,9 @@
 # Reproduce the shipped default model (models/default/) from the public datasets.
 #   scripts/fetch-data.sh SRC        # or use a folder already in that layout
 #   python3 scripts/convert_data.py SRC CONVERTED
-#   scripts/train-default.sh CONVERTED OUT [BASE]
+#   scripts/train-default.sh CONVERTED OUT [BASE] [TRAIN OPTIONS...]
+# TRAIN OPTIONS go to `standpoint train` after the recipe's own: more --train/--dev files add
+# to it, a later --lr, --epochs, --version, ... replaces the recipe's value.
 # then: scripts/ship-default.sh OUT models/default
 # BASE defaults to ../shared/models/all-MiniLM-L6-v2 (sentence-transformers/all-MiniLM-L6-v2).
 # About 80 minutes on 2 CPU cores; interrupted runs continue with
@@ -11,6 +13,7 @@ set -euo pipefail
 data=${1:?usage: scripts/train-default.sh CONVERTED OUT [BASE]}
 out=${2:?usage: scripts/train-default.sh CONVERTED OUT [BASE]}
 base=${3:-../shared/models/all-MiniLM-L6-v2}
+shift $(($# < 3 ? $# : 3))
 bin=${STANDPOINT:-target/release/standpoint}
 
 # Per-epoch sampling weights (fraction of each file drawn afresh every epoch), sized to
@@ -32,4 +35,4 @@ bin=${STANDPOINT:-target/release/standpoint}
   --dev "$data/tweeteval-sentiment-dev.jsonl" \
   --epochs 2 --batch-size 32 --lr 8e-5 --warmup-ratio 0.06 --max-length 80 \
   --select mean.macro_f1 --seed 42 \
-  --name standpoint-default --version 0.1.0
+  --name standpoint-default --version 0.1.0 "$@"

@@ -81,8 +81,9 @@ fn resolve(requested: Option<usize>) -> usize {
         .num_threads(count)
         .build_global()
         .is_ok();
-    if !built && wanted.is_none() {
-        // The program sized rayon's global pool itself: that is its choice of count.
+    if !built {
+        // The program sized rayon's global pool itself: that is the count in effect (and
+        // `init` refuses a request for another).
         count = rayon::current_num_threads();
     }
     publish(count, requested.is_some());
