@@ -237,6 +237,12 @@ fn main() -> standpoint::Result<()> {
             dtype: Some(dtype),
             ..ClassifierOptions::default()
         };
+        let kernel = if mode == "int8" {
+            standpoint::model::int8::kernel_name()
+        } else {
+            standpoint::model::packed::kernel_name()
+        };
+        println!("RESULT system=standpoint mode={mode} kernel={kernel}");
         let load_start = Instant::now();
         let classifier = Classifier::load(dir.to_str().unwrap(), &options)?;
         let first = classifier.classify_each(&[Query::text(sentences[0])])?;
@@ -254,7 +260,7 @@ fn main() -> standpoint::Result<()> {
         model_alone(&classifier, &sentences, &sizes, &orders, runs, mode)?;
 
         // The public API at its defaults (token-budget batches, tokenization included).
-        classifier.classify_each(&queries[..64])?;
+        classifier.classify_each(&queries[..queries.len().min(64)])?;
         let mut predicted = Vec::new();
         let rates = (0..runs)
             .map(|_| {

@@ -18,6 +18,17 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 export HF_HUB_OFFLINE=1
 
+# The machine and the CPU features that pick kernels, printed beside the table.
+cpu=$(grep -m1 '^model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//')
+flags=" $(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | cut -d: -f2-) "
+features=""
+for f in avx2 avx512f avx512_vnni avx512_bf16 amx_tile amx_int8 amx_bf16; do
+  [[ $flags == *" $f "* ]] && features+="$f "
+done
+cores=$(lscpu -p=core 2>/dev/null | grep -v '^#' | sort -u | wc -l)
+machine="${cpu:-unknown CPU}, $(nproc) CPUs usable, $cores cores; features: ${features:-none found}; STANDPOINT_NO_AMX=${STANDPOINT_NO_AMX:-unset}"
+echo "machine: $machine" >&2
+
 cargo build --release --quiet
 cargo bench --no-run --quiet --bench infer --bench train 2>/dev/null
 log=$WORK/results.txt
@@ -46,10 +57,16 @@ echo "== training" >&2
 cargo bench --quiet --bench train -- --model "$MODEL" --corpus "$CORPUS" 2>/dev/null | grep '^RESULT' | tee -a "$log" >&2
 "$PY" "$REF" train --model "$MODEL" --corpus "$CORPUS" 2>/dev/null | grep '^RESULT' | tee -a "$log" >&2
 
-"$PY" - "$log" "$SIZES" <<'EOF'
+"$PY" - "$log" "$SIZES" "$machine" <<'EOF'
 import re, sys
 lines = open(sys.argv[1]).read().splitlines()
 sizes = sys.argv[2].split(",")
+print(f"Machine: {sys.argv[3]}")
+kernels = [re.search(r"mode=(\S+) kernel=(\S+)", l) for l in lines]
+kernels = [f"{m.group(1)} {m.group(2)}" for m in kernels if m]
+if kernels:
+    print("standpoint kernels: " + ", ".join(kernels))
+print()
 def find(system_pattern, pattern):
     for line in lines:
         if re.search(system_pattern, line):

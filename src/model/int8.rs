@@ -396,6 +396,23 @@ multiversion! {
     }
 }
 
+/// The int8 matrix-multiply kernel this process uses, picked from the CPU at run time:
+/// `"amx-int8"` (AMX tiles), `"avx512-vnni"` or `"scalar"`. `STANDPOINT_NO_AMX` set in the
+/// environment rules out AMX.
+///
+/// ```
+/// let kernel = standpoint::model::int8::kernel_name();
+/// assert!(["amx-int8", "avx512-vnni", "scalar"].contains(&kernel));
+/// ```
+pub fn kernel_name() -> &'static str {
+    match Kernel::best() {
+        Kernel::Amx => "amx-int8",
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Vnni => "avx512-vnni",
+        Kernel::Scalar => "scalar",
+    }
+}
+
 /// Which integer product kernel runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kernel {

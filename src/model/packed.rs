@@ -204,6 +204,21 @@ struct Output(*mut f32);
 // SAFETY: tasks write disjoint elements (see `PackedLinear::block`).
 unsafe impl Sync for Output {}
 
+/// The f32 dense-layer kernel of CPU inference, picked from the CPU at run time:
+/// `"avx512-packed"` (weights packed at load) or `"gemm"` (the general matrix multiply).
+///
+/// ```
+/// let kernel = standpoint::model::packed::kernel_name();
+/// assert!(["avx512-packed", "gemm"].contains(&kernel));
+/// ```
+pub fn kernel_name() -> &'static str {
+    if has_avx512() {
+        "avx512-packed"
+    } else {
+        "gemm"
+    }
+}
+
 fn has_avx512() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
