@@ -18,8 +18,9 @@ library only, so it runs anywhere Python 3.8+ does.
 The project's diplomatic sets (data/diplomatic/, labelled by data/STANCE_GUIDE.md) are
 written too: `cameo-stance-{train,dev}.jsonl` joins the committed CAMEO annotations with
 the sentences of SOURCE_DIR (refusing a row whose sentence hash does not match), and
-`written-{train,dev}.jsonl` and `written-hard-{train,dev}.jsonl` are the project's own
-sentences (the second batch aimed at the hard cases of the guide).
+`written-{train,dev}.jsonl`, `written-hard-{train,dev}.jsonl` and
+`written-events-{train,dev}.jsonl` are the project's own sentences (the second batch aimed at
+the hard cases of the guide, the third at event reports).
 """
 
 import csv
@@ -250,14 +251,15 @@ def cameo_stance(src):
 
 def written(_src):
     sets = {}
-    for name, split in (("written", "train"), ("written", "dev"), ("written-hard", "train"), ("written-hard", "dev")):
-        path = PROJECT_DATA / f"{name}-{split}.jsonl"
-        rows = []
-        for number, row in annotation_rows(path):
-            if row["mention"] not in row["text"]:
-                raise SystemExit(f"{path}:{number}: mention {row['mention']!r} is not in the sentence")
-            rows.append(stance_row(name, row["text"], row["target"], row["stance"], mention=row["mention"], holder=row["holder"]))
-        sets[f"{name}-{split}"] = rows
+    for name in ("written", "written-hard", "written-events"):
+        for split in ("train", "dev"):
+            path = PROJECT_DATA / f"{name}-{split}.jsonl"
+            rows = []
+            for number, row in annotation_rows(path):
+                if row["mention"] not in row["text"]:
+                    raise SystemExit(f"{path}:{number}: mention {row['mention']!r} is not in the sentence")
+                rows.append(stance_row(name, row["text"], row["target"], row["stance"], mention=row["mention"], holder=row["holder"]))
+            sets[f"{name}-{split}"] = rows
     return sets
 
 

@@ -40,3 +40,5 @@ score "Diplomatic: written pairs" written-dev.jsonl stance.macro_f1
 score "Diplomatic: written pairs" written-dev.jsonl stance.accuracy
 score "Diplomatic: written hard cases" written-hard-dev.jsonl stance.macro_f1
 score "Diplomatic: written hard cases" written-hard-dev.jsonl stance.accuracy
+score "Diplomatic: written event reports" written-events-dev.jsonl stance.macro_f1
+score "Diplomatic: written event reports" written-events-dev.jsonl stance.accuracy
