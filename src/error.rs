@@ -65,6 +65,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// A tensor holds NaN or infinite values (a diverged training run, a damaged file).
+    #[error("{}: tensor {tensor:?} holds NaN or infinite values", path.display())]
+    NonFiniteWeights {
+        /// The weights file.
+        path: PathBuf,
+        /// The tensor's name.
+        tensor: String,
+    },
+
     /// Tensors the model needs are absent from the checkpoint.
     #[error("{}: missing tensors: {}", path.display(), names.join(", "))]
     MissingTensors {

@@ -10,8 +10,8 @@ use serde::Serialize;
 use standpoint::eval::{EvalFields, calibrate_files, evaluate_files, evaluate_files_per_target};
 use standpoint::hub::ResolveOptions;
 use standpoint::label::actors::ActorSet;
-use standpoint::label::documents::{DocumentFields, InputFormat, read_documents};
-use standpoint::label::output::{LabelOutput, OnError, OutputFormat, RowFormatter};
+use standpoint::label::documents::{DocumentFields, InputFormat, input_files, read_documents};
+use standpoint::label::output::{LabelOutput, OnError, OutputFormat, RowFormatter, check_apart};
 use standpoint::label::pipeline::{Event, LabelOptions, Labeller, Position};
 use standpoint::metrics::PerTargetReport;
 use standpoint::output::Sink;
@@ -367,6 +367,9 @@ fn classify(args: &ClassifyArgs) -> Result<()> {
     let classifier = args
         .model
         .load(args.batch_size, Some(args.batch_tokens), args.max_length)?;
+    if let (Some(output), Some(input)) = (&args.output, &args.input) {
+        standpoint::output::ensure_not_input(output, &[PathBuf::from(input)])?;
+    }
     let mut out = Sink::open(args.output.as_deref())?;
     match &args.input {
         None => {
@@ -522,9 +525,27 @@ fn label(args: &LabelArgs) -> Result<()> {
         OutputFormat::parse(&args.output_format)?,
         classifier.heads(),
     );
-    // Everything that decides the rows; a resume must match it.
+    if let Some(output) = &args.output {
+        check_apart(output, args.errors.as_deref(), &args.inputs, format)?;
+    }
+    // Everything that decides the rows; a resume must match it. Inputs are known by path,
+    // size and modification time, so a changed or added file is noticed.
+    let input_identity: Vec<serde_json::Value> = input_files(&args.inputs, format)?
+        .iter()
+        .map(|path| {
+            let meta = std::fs::metadata(path).ok();
+            let modified = meta
+                .as_ref()
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_nanos().to_string());
+            serde_json::json!([path, meta.map(|m| m.len()), modified])
+        })
+        .collect();
+    let info = classifier.info();
     let run = serde_json::json!({
-        "model": classifier.info().source, "inputs": args.inputs, "format": args.format,
+        "model": info.source, "dtype": args.model.dtype, "compute_dtype": info.compute_dtype,
+        "inputs": args.inputs, "input_files": input_identity, "format": args.format,
         "text_field": args.text_field, "id_field": args.id_field, "actors": actors.actors(),
         "all_actors": args.all_actors, "mentions_only": args.mentions_only,
         "output_format": args.output_format, "on_error": args.on_error, "max_length": args.max_length,
@@ -677,21 +698,26 @@ fn eval(args: &EvalArgs) -> Result<()> {
     if args.per_target {
         let groups = evaluate_files_per_target(&classifier, &args.data, &fields)?;
         let summary = PerTargetReport::new(groups);
+        let mut out = std::io::stdout().lock();
         for group in &summary.targets {
-            println!(
+            writeln!(
+                out,
                 "== target {:?} ==\n{}\n",
                 group.target,
                 group.report.render()
-            );
+            )?;
         }
-        print!("{}", summary.render());
+        write!(out, "{}", summary.render())?;
+        out.flush()?;
         if let Some(path) = &args.report {
             standpoint::train::write_report(path, &summary)?;
         }
         return print_metrics(&args.metrics, |key| summary.metric(key));
     }
     let report = evaluate_files(&classifier, &args.data, &fields)?;
-    println!("{}", report.render());
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", report.render())?;
+    out.flush()?;
     if let Some(path) = &args.report {
         standpoint::train::write_report(path, &report)?;
     }
@@ -704,8 +730,9 @@ fn print_metrics(keys: &[String], metric: impl Fn(&str) -> Option<f64>) -> Resul
         let value = metric(key).with_context(|| {
             format!("--metric {key:?}: no such metric in this report (HEAD.accuracy|macro_f1|macro_recall|favor_against_f1)")
         })?;
-        println!("{key} {value:.6}");
+        writeln!(std::io::stdout(), "{key} {value:.6}")?;
     }
+    std::io::stdout().flush()?;
     Ok(())
 }
 
@@ -760,6 +787,15 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`| head`): nothing is lost, so stop quietly.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

@@ -169,7 +169,11 @@ pub fn count_documents(
         let path = std::path::Path::new(input);
         match format.unwrap_or_else(|| InputFormat::of_path(path)) {
             InputFormat::Text if path.is_dir() => {
-                total += walk_count(path);
+                let files = standpoint::label::documents::input_files(
+                    std::slice::from_ref(input),
+                    Some(InputFormat::Text),
+                );
+                total += files.map_or(0, |f| f.len() as u64);
             }
             InputFormat::Text => total += 1,
             fmt => {
@@ -184,23 +188,4 @@ pub fn count_documents(
         }
     }
     Some(total)
-}
-
-fn walk_count(dir: &std::path::Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-                .map(|e| {
-                    let p = e.path();
-                    if p.is_dir() {
-                        walk_count(&p)
-                    } else {
-                        u64::from(p.is_file())
-                    }
-                })
-                .sum()
-        })
-        .unwrap_or(0)
 }

@@ -462,3 +462,47 @@ fn early_stopping_and_kept_heads() {
         ["classification", "stance"]
     );
 }
+
+#[test]
+fn fine_tunes_a_head_the_starting_model_already_has() {
+    let tmp = tempfile::tempdir().unwrap();
+    let first = TrainConfig {
+        epochs: 1,
+        ..config(tmp.path(), &["stance:pair"], false)
+    };
+    train(&first, false, &mut Silent).unwrap();
+    let from = first.output.to_str().unwrap();
+    let plans = |heads: &[&str]| heads.iter().map(|h| HeadPlan::parse(h).unwrap()).collect();
+    // `stance` exists in the starting model and keeps its labels; `sentiment` is new.
+    for (name, heads) in [
+        ("again", &["stance:pair"][..]),
+        ("both", &["stance:pair", "sentiment:text"][..]),
+    ] {
+        let tuned = TrainConfig {
+            epochs: 1,
+            dev: first.dev.clone(),
+            ..TrainConfig::new(
+                from,
+                &tmp.path().join(name),
+                first.train.clone(),
+                plans(heads),
+            )
+        };
+        train(&tuned, false, &mut Silent).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let classifier = Classifier::load(
+            tuned.output.to_str().unwrap(),
+            &ClassifierOptions::default(),
+        )
+        .unwrap();
+        let stance = classifier
+            .heads()
+            .iter()
+            .find(|h| h.name == "stance")
+            .unwrap();
+        assert_eq!(stance.labels, ["against", "favor", "neutral"]);
+        assert_eq!(
+            classifier.heads().iter().any(|h| h.name == "sentiment"),
+            heads.len() == 2
+        );
+    }
+}

@@ -120,24 +120,60 @@ pub fn read_documents(
     Ok(parts.into_iter().flatten())
 }
 
-/// Regular, non-hidden files under `path` (or `path` itself), sorted.
+/// Every file `inputs` will read, in reading order (standard input left out): what
+/// [`read_documents`] walks, so a caller can check an output path against it first.
+///
+/// ```
+/// # fn main() -> standpoint::Result<()> {
+/// use standpoint::label::documents::input_files;
+/// let dir = tempfile::tempdir().unwrap();
+/// std::fs::write(dir.path().join("b.txt"), "B.").unwrap();
+/// std::fs::write(dir.path().join("a.txt"), "A.").unwrap();
+/// let files = input_files(&[dir.path().display().to_string()], None)?;
+/// assert_eq!(files, [dir.path().join("a.txt"), dir.path().join("b.txt")]);
+/// # Ok(()) }
+/// ```
+pub fn input_files(inputs: &[String], format: Option<InputFormat>) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for input in inputs.iter().filter(|i| *i != "-") {
+        let path = PathBuf::from(input);
+        if !path.exists() {
+            return Err(Error::MissingFile { path, hint: None });
+        }
+        match format.unwrap_or_else(|| InputFormat::of_path(&path)) {
+            InputFormat::Text => files.extend(text_files(&path)?),
+            _ => files.push(path),
+        }
+    }
+    Ok(files)
+}
+
+/// Regular, non-hidden files under `path` (or `path` itself), sorted. Links are followed;
+/// a link back into its own ancestry (a cycle) is not, and a file reached twice is read once.
 fn text_files(path: &Path) -> Result<Vec<PathBuf>> {
     if path.is_file() {
         return Ok(vec![path.to_path_buf()]);
     }
     let mut files = Vec::new();
-    let mut stack = vec![path.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
-            let entry = entry.map_err(|e| Error::io(&dir, e))?;
-            let p = entry.path();
-            if entry.file_name().to_string_lossy().starts_with('.') {
-                continue;
+    let mut seen = std::collections::HashSet::new();
+    let walk = walkdir::WalkDir::new(path)
+        .follow_links(true)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
+    for entry in walk {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) if e.loop_ancestor().is_some() => continue,
+            Err(e) => {
+                let at = e.path().unwrap_or(path).to_path_buf();
+                return Err(Error::io(&at, e.into()));
             }
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.is_file() {
-                files.push(p);
+        };
+        if entry.file_type().is_file() {
+            let real = std::fs::canonicalize(entry.path()).unwrap_or_else(|_| entry.path().into());
+            if seen.insert(real) {
+                files.push(entry.into_path());
             }
         }
     }
@@ -146,8 +182,13 @@ fn text_files(path: &Path) -> Result<Vec<PathBuf>> {
 }
 
 fn read_text_file(path: PathBuf) -> Result<Document> {
-    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
     let id = path.display().to_string();
+    // A record error, so `--on-error skip` skips an unreadable file like a malformed one.
+    let bytes = std::fs::read(&path).map_err(|e| Error::Record {
+        source_name: id.clone(),
+        line: 1,
+        reason: format!("cannot read: {e}"),
+    })?;
     let text = String::from_utf8(bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();
         let line = 1 + e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count();

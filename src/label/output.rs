@@ -4,19 +4,27 @@
 //!
 //! Protocol for a file output `OUT`: rows go to `OUT.partial`, skipped records to
 //! `OUT.errors.jsonl.partial`; at each checkpoint both are flushed and synced, then
-//! `OUT.progress.json` records their lengths and the input position (written atomically).
-//! Resuming truncates both files to those lengths and restarts from that position; success
-//! renames them into place and removes the progress file.
+//! `OUT.progress.json` records their lengths, a checksum of their last bytes and the input
+//! position (written atomically). Resuming checks both files against that record, truncates
+//! them to those lengths and restarts from that position; success renames them into place
+//! and removes the progress file.
+//!
+//! The partial files are never reached through a link (a planted symlink or hard link is
+//! removed, not written through) and the run holds an exclusive lock on `OUT.partial`, so a
+//! second run on the same output is refused while the first is live. An output that is not a
+//! regular file (`/dev/stdout`, a FIFO) is written through, without partial files or resume.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use super::pipeline::{Event, Position, Row};
 use crate::error::{Error, Result};
 use crate::model::HeadSpec;
+use crate::output::{Destination, open_write_through};
 use crate::train::checkpoint::write_atomic;
 
 /// Row format.
@@ -87,9 +95,27 @@ fn csv_line(fields: &[String]) -> Vec<u8> {
         .has_headers(false)
         .from_writer(Vec::new());
     writer
-        .write_record(fields)
+        .write_record(fields.iter().map(|f| spreadsheet_safe(f).into_owned()))
         .expect("writing to memory cannot fail");
     writer.into_inner().expect("writing to memory cannot fail")
+}
+
+/// A text cell that a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, tab or carriage
+/// return first) gets a leading `'`, as OWASP advises; numbers are left as they are.
+///
+/// ```
+/// use standpoint::label::output::spreadsheet_safe;
+/// assert_eq!(spreadsheet_safe("=HYPERLINK(\"x\")"), "'=HYPERLINK(\"x\")");
+/// assert_eq!(spreadsheet_safe("-0.25"), "-0.25");
+/// assert_eq!(spreadsheet_safe("NATO"), "NATO");
+/// ```
+pub fn spreadsheet_safe(cell: &str) -> std::borrow::Cow<'_, str> {
+    let risky = cell.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    if risky && cell.parse::<f64>().is_err() {
+        format!("'{cell}").into()
+    } else {
+        cell.into()
+    }
 }
 
 impl RowFormatter {
@@ -172,12 +198,121 @@ struct Progress {
     position: Position,
     output_bytes: u64,
     errors_bytes: u64,
+    /// SHA-256 of the last [`CHECKED_BYTES`] bytes before `output_bytes` (hex).
+    output_check: String,
+    /// The same for the errors file.
+    errors_check: String,
     counts: Counts,
     last_document: Option<usize>,
 }
 
+/// How much of the end of each partial file the progress record checksums.
+const CHECKED_BYTES: u64 = 64 * 1024;
+
+/// SHA-256 (hex) of the `CHECKED_BYTES` of `path` that end at `len`; `None` if the file is
+/// shorter than `len`.
+fn tail_check(path: &Path, len: u64) -> Result<Option<String>> {
+    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+    if file.metadata().map_err(|e| Error::io(path, e))?.len() < len {
+        return Ok(None);
+    }
+    let start = len.saturating_sub(CHECKED_BYTES);
+    file.seek(SeekFrom::Start(start))
+        .map_err(|e| Error::io(path, e))?;
+    let mut tail = Vec::with_capacity((len - start) as usize);
+    file.take(len - start)
+        .read_to_end(&mut tail)
+        .map_err(|e| Error::io(path, e))?;
+    let digest = Sha256::digest(&tail);
+    Ok(Some(digest.iter().map(|b| format!("{b:02x}")).collect()))
+}
+
+/// Opens a partial file without ever following a link to it, holding the run's lock when
+/// `lock` is set. `keep` (a resume) needs the file as it was; otherwise a stale file is
+/// emptied, and a link or anything but a plain file is removed and created afresh.
+fn open_partial(path: &Path, keep: bool, lock: bool, output: &Path) -> Result<File> {
+    let io = |e| Error::io(path, e);
+    let mut options = OpenOptions::new();
+    options.read(true).write(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // No link followed; no blocking on a planted FIFO.
+        options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    }
+    let plain = |file: &File| -> Result<bool> {
+        let meta = file.metadata().map_err(io)?;
+        #[cfg(unix)]
+        let single = std::os::unix::fs::MetadataExt::nlink(&meta) == 1;
+        #[cfg(not(unix))]
+        let single = true;
+        Ok(meta.is_file() && single)
+    };
+    let take_lock = |file: &File| -> Result<()> {
+        if !lock {
+            return Ok(());
+        }
+        match file.try_lock() {
+            Ok(()) => Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) => Err(Error::InvalidOption {
+                option: "output",
+                reason: format!(
+                    "another run is writing {} (its partial file {} is locked); wait for it or choose another output",
+                    output.display(),
+                    path.display()
+                ),
+            }),
+            Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+        }
+    };
+    match options.open(path) {
+        Ok(file) if plain(&file)? => {
+            take_lock(&file)?;
+            return Ok(file);
+        }
+        Ok(_) | Err(_) if keep => {
+            return Err(Error::InvalidOption {
+                option: "resume",
+                reason: format!(
+                    "{} is missing or not a plain file, so the interrupted run cannot continue; delete the progress file to start over",
+                    path.display()
+                ),
+            });
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        // A link, a FIFO, a device, a file with other names: never written through.
+        Ok(_) | Err(_) => std::fs::remove_file(path).map_err(io)?,
+    }
+    let mut fresh = OpenOptions::new();
+    fresh.read(true).write(true).create_new(true);
+    let file = fresh.open(path).map_err(io)?;
+    take_lock(&file)?;
+    Ok(file)
+}
+
+/// The settings whose values differ between two run descriptions (JSON objects).
+fn differing_settings(recorded: &str, now: &str) -> Vec<String> {
+    let parse = |text: &str| match serde_json::from_str(text) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    };
+    let (recorded, now) = (parse(recorded), parse(now));
+    let mut keys: Vec<String> = recorded
+        .keys()
+        .chain(now.keys())
+        .filter(|k| recorded.get(*k) != now.get(*k))
+        .cloned()
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
 enum Target {
-    Stdout(BufWriter<std::io::Stdout>),
+    Stream {
+        out: BufWriter<Box<dyn Write>>,
+        name: String,
+    },
     File(Box<FileTarget>),
 }
 
@@ -198,6 +333,14 @@ struct Paths {
     errors: PathBuf,
     errors_partial: PathBuf,
     progress: PathBuf,
+}
+
+/// Whether two paths name the same file (or would, once created next to each other).
+fn same_path(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
 }
 
 impl Paths {
@@ -222,6 +365,69 @@ impl Paths {
     }
 }
 
+/// Refuses an output (or its errors, partial or progress file) that a labelling run over
+/// `inputs` would also read: one of the input files, or a file inside an input folder.
+///
+/// ```
+/// use standpoint::label::output::check_apart;
+/// let dir = tempfile::tempdir().unwrap();
+/// std::fs::write(dir.path().join("a.txt"), "A.").unwrap();
+/// let inputs = [dir.path().display().to_string()];
+/// assert!(check_apart(&dir.path().join("out.jsonl"), None, &inputs, None).is_err());
+/// let elsewhere = tempfile::tempdir().unwrap();
+/// assert!(check_apart(&elsewhere.path().join("out.jsonl"), None, &inputs, None).is_ok());
+/// ```
+pub fn check_apart(
+    output: &Path,
+    errors: Option<&Path>,
+    inputs: &[String],
+    format: Option<crate::label::documents::InputFormat>,
+) -> Result<()> {
+    use crate::label::documents::{InputFormat, input_files};
+    let paths = Paths::new(output, errors);
+    let written = [
+        &paths.output,
+        &paths.partial,
+        &paths.errors,
+        &paths.errors_partial,
+        &paths.progress,
+    ];
+    let files = input_files(inputs, format)?;
+    for path in written {
+        crate::output::ensure_not_input(path, &files)?;
+    }
+    let folder_of = |path: &Path| {
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        std::fs::canonicalize(parent).ok()
+    };
+    for input in inputs.iter().map(Path::new) {
+        let walked = input.is_dir()
+            && format.unwrap_or_else(|| InputFormat::of_path(input)) == InputFormat::Text;
+        let Ok(dir) = std::fs::canonicalize(input) else {
+            continue;
+        };
+        for path in written {
+            let hidden = path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+            if walked && !hidden && folder_of(path).is_some_and(|f| f.starts_with(&dir)) {
+                return Err(Error::InvalidOption {
+                    option: "output",
+                    reason: format!(
+                        "{} is inside the input folder {}, so the run would read its own output; write it elsewhere",
+                        path.display(),
+                        input.display()
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The output side of a labelling run.
 pub struct LabelOutput {
     target: Target,
@@ -242,11 +448,23 @@ struct SkipRecord<'a> {
 impl LabelOutput {
     /// Rows to standard output (no resume); skipped records are reported on stderr.
     pub fn stdout(formatter: RowFormatter, on_error: OnError) -> Result<Self> {
-        let mut out = BufWriter::new(std::io::stdout());
+        Self::stream(Box::new(std::io::stdout()), "<stdout>", formatter, on_error)
+    }
+
+    fn stream(
+        out: Box<dyn Write>,
+        name: &str,
+        formatter: RowFormatter,
+        on_error: OnError,
+    ) -> Result<Self> {
+        let mut out = BufWriter::new(out);
         out.write_all(&formatter.header())
-            .map_err(|e| Error::io("<stdout>", e))?;
+            .map_err(|e| Error::io(name, e))?;
         Ok(LabelOutput {
-            target: Target::Stdout(out),
+            target: Target::Stream {
+                out,
+                name: name.to_string(),
+            },
             formatter,
             on_error,
             counts: Counts::default(),
@@ -256,7 +474,9 @@ impl LabelOutput {
     }
 
     /// Rows to `output` via a partial file. With `resume`, continues an interrupted run
-    /// (returning where to restart the input); `run` describes the settings and must match.
+    /// (returning where to restart the input); `run` describes the settings (a JSON object)
+    /// and must match. An `output` that is not a regular file (a device, a FIFO,
+    /// `/dev/stdout`) is written through, and cannot be resumed.
     pub fn file(
         output: &Path,
         errors: Option<&Path>,
@@ -265,47 +485,52 @@ impl LabelOutput {
         run: &str,
         resume: bool,
     ) -> Result<(Self, Position)> {
-        let paths = Paths::new(output, errors);
-        let open = |path: &Path, truncate_to: Option<u64>| -> Result<BufWriter<File>> {
-            let mut file = OpenOptions::new()
-                .create(true)
-                .write(true)
-                .truncate(truncate_to.is_none())
-                .open(path)
-                .map_err(|e| Error::io(path, e))?;
-            if let Some(len) = truncate_to {
-                file.set_len(len).map_err(|e| Error::io(path, e))?;
-                file.seek(SeekFrom::End(0))
-                    .map_err(|e| Error::io(path, e))?;
+        let (output, mode) = match Destination::of(output)? {
+            Destination::Replace { path, mode } => (path, mode),
+            Destination::WriteThrough(path) => {
+                if resume {
+                    return Err(Error::InvalidOption {
+                        option: "resume",
+                        reason: format!(
+                            "{} is not a regular file, so there is no interrupted run to resume",
+                            path.display()
+                        ),
+                    });
+                }
+                let file = open_write_through(&path)?;
+                let name = path.display().to_string();
+                return Ok((
+                    Self::stream(Box::new(file), &name, formatter, on_error)?,
+                    Position::default(),
+                ));
             }
-            Ok(BufWriter::new(file))
         };
-        let (out, errors_file, progress) = if resume {
-            let text = std::fs::read_to_string(&paths.progress).map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => Error::MissingFile {
-                    path: paths.progress.clone(),
-                    hint: Some(
-                        "nothing to resume: no interrupted run writes to this output".into(),
-                    ),
-                },
-                _ => Error::io(&paths.progress, e),
-            })?;
-            let progress: Progress = serde_json::from_str(&text).map_err(|source| Error::Json {
-                path: paths.progress.clone(),
-                source,
-            })?;
-            if progress.run != run {
+        let errors = match errors.map(Destination::of).transpose()? {
+            Some(Destination::Replace { path, .. }) => Some(path),
+            Some(Destination::WriteThrough(path)) => {
                 return Err(Error::InvalidOption {
-                    option: "resume",
-                    reason: format!(
-                        "the interrupted run had other settings; resume with the same model, inputs, actors and options (recorded in {})",
-                        paths.progress.display()
-                    ),
+                    option: "errors",
+                    reason: format!("{} is not a regular file", path.display()),
                 });
             }
-            let out = open(&paths.partial, Some(progress.output_bytes))?;
-            let errors_file = open(&paths.errors_partial, Some(progress.errors_bytes))?;
-            (out, errors_file, progress)
+            None => None,
+        };
+        let paths = Paths::new(&output, errors.as_deref());
+        if same_path(&paths.errors, &paths.output) {
+            return Err(Error::InvalidOption {
+                option: "errors",
+                reason: format!(
+                    "{} is also the output; name another file",
+                    paths.errors.display()
+                ),
+            });
+        }
+        // The lock first: nothing below may touch the files of a live run.
+        let out_file = open_partial(&paths.partial, resume, true, &paths.output)?;
+        let (progress, position) = if resume {
+            let progress = Self::recorded_progress(&paths, run)?;
+            let position = progress.position;
+            (progress, position)
         } else {
             if paths.progress.exists() {
                 return Err(Error::InvalidOption {
@@ -316,29 +541,48 @@ impl LabelOutput {
                     ),
                 });
             }
-            let mut out = open(&paths.partial, None)?;
-            let header = formatter.header();
-            out.write_all(&header)
-                .map_err(|e| Error::io(&paths.partial, e))?;
-            let errors_file = open(&paths.errors_partial, None)?;
             let progress = Progress {
                 run: run.to_string(),
                 position: Position::default(),
-                output_bytes: header.len() as u64,
+                output_bytes: 0,
                 errors_bytes: 0,
+                output_check: String::new(),
+                errors_check: String::new(),
                 counts: Counts::default(),
                 last_document: None,
             };
-            (out, errors_file, progress)
+            (progress, Position::default())
         };
-        let position = progress.position;
+        let errors_file = open_partial(&paths.errors_partial, resume, false, &paths.output)?;
+        let prepare = |file: File, path: &Path, len: u64| -> Result<BufWriter<File>> {
+            let mut file = file;
+            file.set_len(len).map_err(|e| Error::io(path, e))?;
+            file.seek(SeekFrom::End(0))
+                .map_err(|e| Error::io(path, e))?;
+            #[cfg(unix)]
+            if let Some(mode) = mode {
+                use std::os::unix::fs::PermissionsExt;
+                file.set_permissions(std::fs::Permissions::from_mode(mode))
+                    .map_err(|e| Error::io(path, e))?;
+            }
+            Ok(BufWriter::new(file))
+        };
+        let mut out = prepare(out_file, &paths.partial, progress.output_bytes)?;
+        let errors_out = prepare(errors_file, &paths.errors_partial, progress.errors_bytes)?;
+        let mut progress = progress;
+        if !resume {
+            let header = formatter.header();
+            out.write_all(&header)
+                .map_err(|e| Error::io(&paths.partial, e))?;
+            progress.output_bytes = header.len() as u64;
+        }
         let counts = progress.counts;
         let last_document = progress.last_document;
         Ok((
             LabelOutput {
                 target: Target::File(Box::new(FileTarget {
                     out,
-                    errors: errors_file,
+                    errors: errors_out,
                     paths,
                     progress,
                     checkpoints: 0,
@@ -354,6 +598,55 @@ impl LabelOutput {
             },
             position,
         ))
+    }
+
+    /// The progress record of an interrupted run, checked against `run` and the partial files.
+    fn recorded_progress(paths: &Paths, run: &str) -> Result<Progress> {
+        let text = std::fs::read_to_string(&paths.progress).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::MissingFile {
+                path: paths.progress.clone(),
+                hint: Some("nothing to resume: no interrupted run writes to this output".into()),
+            },
+            _ => Error::io(&paths.progress, e),
+        })?;
+        let progress: Progress = serde_json::from_str(&text).map_err(|source| Error::Json {
+            path: paths.progress.clone(),
+            source,
+        })?;
+        if progress.run != run {
+            return Err(Error::InvalidOption {
+                option: "resume",
+                reason: format!(
+                    "the interrupted run had other settings ({} differ); resume with the same model, inputs, actors and options (recorded in {})",
+                    differing_settings(&progress.run, run).join(", "),
+                    paths.progress.display()
+                ),
+            });
+        }
+        for (path, len, check) in [
+            (
+                &paths.partial,
+                progress.output_bytes,
+                &progress.output_check,
+            ),
+            (
+                &paths.errors_partial,
+                progress.errors_bytes,
+                &progress.errors_check,
+            ),
+        ] {
+            if tail_check(path, len)?.as_ref() != Some(check) {
+                return Err(Error::InvalidOption {
+                    option: "resume",
+                    reason: format!(
+                        "{} does not hold the {len} bytes {} records (shorter, or changed since); delete both to start over",
+                        path.display(),
+                        paths.progress.display()
+                    ),
+                });
+            }
+        }
+        Ok(progress)
     }
 
     /// Counts so far.
@@ -383,7 +676,7 @@ impl LabelOutput {
             self.last_document = Some(row.ordinal);
         }
         match &mut self.target {
-            Target::Stdout(out) => out.write_all(&line).map_err(|e| Error::io("<stdout>", e)),
+            Target::Stream { out, name } => out.write_all(&line).map_err(|e| Error::io(&*name, e)),
             Target::File(f) => f
                 .out
                 .write_all(&line)
@@ -404,7 +697,7 @@ impl LabelOutput {
         .expect("plain JSON serialises");
         line.push(b'\n');
         match &mut self.target {
-            Target::Stdout(_) => {
+            Target::Stream { .. } => {
                 eprintln!("skipped: {message}");
                 Ok(())
             }
@@ -435,6 +728,16 @@ impl LabelOutput {
         };
         progress.output_bytes = sync(out, &paths.partial)?;
         progress.errors_bytes = sync(errors, &paths.errors_partial)?;
+        let check = |path: &Path, len: u64| -> Result<String> {
+            tail_check(path, len)?.ok_or_else(|| {
+                Error::io(
+                    path,
+                    std::io::Error::other("the file shrank while it was written"),
+                )
+            })
+        };
+        progress.output_check = check(&paths.partial, progress.output_bytes)?;
+        progress.errors_check = check(&paths.errors_partial, progress.errors_bytes)?;
         progress.position = position;
         progress.counts = self.counts;
         progress.last_document = self.last_document;
@@ -453,7 +756,7 @@ impl LabelOutput {
     /// Flushes everything and moves the files into place.
     pub fn finish(self) -> Result<Counts> {
         match self.target {
-            Target::Stdout(mut out) => out.flush().map_err(|e| Error::io("<stdout>", e))?,
+            Target::Stream { mut out, name } => out.flush().map_err(|e| Error::io(name, e))?,
             Target::File(file) => {
                 let FileTarget {
                     mut out,
@@ -468,10 +771,17 @@ impl LabelOutput {
                 errors
                     .flush()
                     .map_err(|e| Error::io(&paths.errors_partial, e))?;
-                drop(out);
                 drop(errors);
+                // Unix renames an open file: the lock is held until the output is in place.
+                let held = if cfg!(unix) {
+                    Some(out)
+                } else {
+                    drop(out);
+                    None
+                };
                 std::fs::rename(&paths.partial, &paths.output)
                     .map_err(|e| Error::io(&paths.output, e))?;
+                drop(held);
                 if self.counts.skipped > 0 {
                     std::fs::rename(&paths.errors_partial, &paths.errors)
                         .map_err(|e| Error::io(&paths.errors, e))?;

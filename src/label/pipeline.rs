@@ -218,6 +218,16 @@ impl<I: Iterator<Item = Result<Document>>> LabelStream<'_, I> {
         while self.pending.len() < self.labeller.options.window {
             let Some(next) = self.documents.next() else {
                 self.done = true;
+                if self.ordinal < self.from.document {
+                    return Err(Error::InvalidOption {
+                        option: "resume",
+                        reason: format!(
+                            "the checkpoint is at document {} but the input has {} documents; the progress file does not belong to this input",
+                            self.from.document + 1,
+                            self.ordinal
+                        ),
+                    });
+                }
                 break;
             };
             let ordinal = self.ordinal;

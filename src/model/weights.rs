@@ -45,6 +45,7 @@ enum Problem {
         tensor: String,
         dtype: String,
     },
+    NonFinite(String),
 }
 
 struct Checkpoint {
@@ -93,6 +94,10 @@ impl SimpleBackend for Recorder {
                 expected: shape.dims().to_vec(),
                 found: view.shape().to_vec(),
             });
+            return placeholder();
+        }
+        if !all_finite(&view) {
+            ckpt.problem(Problem::NonFinite(stored.clone()));
             return placeholder();
         }
         ckpt.parameters
@@ -162,6 +167,29 @@ fn f16_bytes_to_f32(bytes: &[u8]) -> Vec<f32> {
             }
         });
     values
+}
+
+/// Whether every value of a stored float tensor is finite (no NaN or infinity), read from
+/// its bytes, so a broken checkpoint is refused at load rather than predicting `null`.
+fn all_finite(view: &safetensors::tensor::TensorView<'_>) -> bool {
+    use rayon::prelude::*;
+    let bytes = view.data();
+    match view.dtype() {
+        safetensors::Dtype::F32 => bytes
+            .par_chunks_exact(4)
+            .all(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite()),
+        safetensors::Dtype::F64 => bytes
+            .par_chunks_exact(8)
+            .all(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")).is_finite()),
+        // Exponent bits all set means infinity or NaN.
+        safetensors::Dtype::F16 => bytes
+            .par_chunks_exact(2)
+            .all(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7c00 != 0x7c00),
+        safetensors::Dtype::BF16 => bytes
+            .par_chunks_exact(2)
+            .all(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7f80 != 0x7f80),
+        _ => true,
+    }
 }
 
 fn is_float(dtype: safetensors::Dtype) -> bool {
@@ -292,6 +320,12 @@ pub fn load(
                     dtype,
                 });
             }
+            Problem::NonFinite(tensor) => {
+                return Err(Error::NonFiniteWeights {
+                    path: path.to_path_buf(),
+                    tensor,
+                });
+            }
         }
     }
     if !missing.is_empty() {
@@ -392,6 +426,12 @@ pub fn load_into_varmap(
                 tensor: stored.clone(),
                 expected: var.dims().to_vec(),
                 found: view.shape().to_vec(),
+            });
+        }
+        if !all_finite(&view) {
+            return Err(Error::NonFiniteWeights {
+                path: path.to_path_buf(),
+                tensor: stored.clone(),
             });
         }
         let value = file

@@ -332,12 +332,26 @@ fn prepare(config: &TrainConfig, observer: &mut dyn TrainObserver) -> Result<Set
     let inferred = match &given_schema {
         Some(_) => None,
         None => {
-            let new: Vec<String> = names
-                .iter()
-                .filter(|n| base_config.head(n).is_none())
-                .cloned()
+            // Only new heads get their labels from the data; a head the starting model
+            // already has keeps its own (fine-tuning `stance` of a trained model).
+            let new_slots: Vec<usize> = (0..names.len())
+                .filter(|&i| base_config.head(&names[i]).is_none())
                 .collect();
-            Some(LabelSchema::infer(&train_examples, &new)?)
+            let new: Vec<&str> = new_slots.iter().map(|&i| names[i].as_str()).collect();
+            if new.is_empty() {
+                None
+            } else if new.len() == names.len() {
+                Some(LabelSchema::infer(&train_examples, &new)?)
+            } else {
+                let projected: Vec<data::Example> = train_examples
+                    .iter()
+                    .map(|e| data::Example {
+                        labels: new_slots.iter().map(|&i| e.labels[i].clone()).collect(),
+                        ..e.clone()
+                    })
+                    .collect();
+                Some(LabelSchema::infer(&projected, &new)?)
+            }
         }
     };
     let mut schema = LabelSchema { heads: Vec::new() };
@@ -349,7 +363,7 @@ fn prepare(config: &TrainConfig, observer: &mut dyn TrainObserver) -> Result<Set
                 let source = given_schema
                     .as_ref()
                     .or(inferred.as_ref())
-                    .expect("one is set");
+                    .expect("set whenever a head is new");
                 let head = source
                     .head(&plan.name)
                     .ok_or_else(|| Error::InvalidOption {
