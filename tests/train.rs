@@ -297,6 +297,30 @@ fn resume_after_a_crash_ends_with_identical_weights() {
     assert_eq!(state["epoch"], 1);
     assert_eq!(state["batch"], 3, "the saved state must fall mid-epoch");
 
+    // A copy of the folder resumes in place, leaving the original untouched.
+    let copy = tmp.path().join("copy");
+    copy_dir(&crashed, &copy);
+    let out = standpoint_cmd()
+        .args(["train", "--resume", copy.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        weights(&whole.join("model.safetensors")),
+        weights(&copy.join("model.safetensors"))
+    );
+    let state_after: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(crashed.join("last/state.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        state_after, state,
+        "resuming the copy wrote to the original"
+    );
+
     // Settings beside --resume are refused, not silently ignored.
     let out = standpoint_cmd()
         .args([
@@ -504,5 +528,18 @@ fn fine_tunes_a_head_the_starting_model_already_has() {
             classifier.heads().iter().any(|h| h.name == "sentiment"),
             heads.len() == 2
         );
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
     }
 }

@@ -288,7 +288,11 @@ pub fn saved_config(output: &Path) -> Result<TrainConfig> {
         },
         _ => Error::io(&path, e),
     })?;
-    serde_json::from_str(&text).map_err(|source| Error::Json { path, source })
+    let mut config: TrainConfig =
+        serde_json::from_str(&text).map_err(|source| Error::Json { path, source })?;
+    // The run continues where it is now (a copied or moved folder), not where it was started.
+    config.output = output.to_path_buf();
+    Ok(config)
 }
 
 fn prepare(config: &TrainConfig, observer: &mut dyn TrainObserver) -> Result<Setup> {
