@@ -1,6 +1,6 @@
 //! Reading queries from JSONL: one `{"text": ..., "target": ...}` object per line.
 
-use std::io::BufRead;
+use std::io::{BufRead, Read};
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -23,6 +23,10 @@ pub struct QueryRecord {
     pub line: usize,
 }
 
+/// The longest line a JSONL reader accepts: a line past it (`/dev/zero`, a file with no line
+/// breaks) is an [`Error::Record`] instead of unbounded memory.
+pub const MAX_LINE_BYTES: usize = 64 << 20;
+
 /// The non-blank lines of a JSONL stream, trimmed and checked for UTF-8 (a leading byte-order
 /// mark is dropped), with 1-based line numbers. Shared by every JSONL reader of the crate.
 pub struct JsonlLines<R> {
@@ -30,6 +34,8 @@ pub struct JsonlLines<R> {
     source_name: String,
     line: usize,
     buf: Vec<u8>,
+    /// The last line was cut at [`MAX_LINE_BYTES`]; its rest is skipped first.
+    overlong: bool,
 }
 
 impl<R: BufRead> JsonlLines<R> {
@@ -40,6 +46,7 @@ impl<R: BufRead> JsonlLines<R> {
             source_name: source_name.to_string(),
             line: 0,
             buf: Vec::new(),
+            overlong: false,
         }
     }
 
@@ -61,13 +68,29 @@ impl<R: BufRead> JsonlLines<R> {
     /// [`Error::Record`] naming the line; a read failure an [`Error::Io`].
     pub fn next_line(&mut self) -> Option<Result<(usize, &str)>> {
         const BOM: &[u8] = b"\xef\xbb\xbf";
+        if std::mem::take(&mut self.overlong)
+            && let Err(e) = self.skip_rest_of_line()
+        {
+            return Some(Err(Error::io(&self.source_name, e)));
+        }
         let start = loop {
             self.buf.clear();
             self.line += 1;
-            match self.reader.read_until(b'\n', &mut self.buf) {
+            let limit = MAX_LINE_BYTES as u64 + 1;
+            match (&mut self.reader)
+                .take(limit)
+                .read_until(b'\n', &mut self.buf)
+            {
                 Ok(0) => return None,
                 Ok(_) => {}
                 Err(e) => return Some(Err(Error::io(&self.source_name, e))),
+            }
+            if self.buf.len() > MAX_LINE_BYTES && !self.buf.ends_with(b"\n") {
+                self.overlong = true;
+                return Some(Err(self.error(format!(
+                    "line longer than {} MiB (no line break)",
+                    MAX_LINE_BYTES >> 20
+                ))));
             }
             let start = if self.line == 1 && self.buf.starts_with(BOM) {
                 BOM.len()
@@ -90,6 +113,25 @@ impl<R: BufRead> JsonlLines<R> {
             .unwrap_or_default()
             .trim();
         Some(Ok((self.line, text)))
+    }
+
+    fn skip_rest_of_line(&mut self) -> std::io::Result<()> {
+        loop {
+            let chunk = self.reader.fill_buf()?;
+            if chunk.is_empty() {
+                return Ok(());
+            }
+            match chunk.iter().position(|&b| b == b'\n') {
+                Some(at) => {
+                    self.reader.consume(at + 1);
+                    return Ok(());
+                }
+                None => {
+                    let len = chunk.len();
+                    self.reader.consume(len);
+                }
+            }
+        }
     }
 }
 
@@ -136,5 +178,26 @@ impl<R: BufRead> Iterator for JsonlQueries<R> {
                 })
                 .map_err(|e| self.lines.error(format!("invalid record: {e}"))),
         )
+    }
+}
+
+#[cfg(test)]
+mod line_limit_tests {
+    use super::*;
+
+    #[test]
+    fn an_overlong_line_is_an_error_and_the_next_line_still_reads() {
+        let mut input = vec![b'x'; MAX_LINE_BYTES + 10];
+        input.extend_from_slice(b"\n{\"text\": \"NATO met.\"}\n");
+        let mut lines = JsonlLines::new(input.as_slice(), "big.jsonl");
+        let error = lines.next_line().unwrap().unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("big.jsonl:1: line longer than")
+        );
+        let (line, text) = lines.next_line().unwrap().unwrap();
+        assert_eq!((line, text), (2, "{\"text\": \"NATO met.\"}"));
+        assert!(lines.next_line().is_none());
     }
 }

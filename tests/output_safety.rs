@@ -526,3 +526,15 @@ fn csv_cells_that_a_spreadsheet_would_run_are_neutralised() {
     assert!(record[4].starts_with("'=HYPERLINK"), "{:?}", &record[4]);
     assert!(record.iter().all(|cell| !cell.starts_with('=')));
 }
+
+#[test]
+fn a_line_without_end_is_refused_not_read_into_memory() {
+    let (_tmp, model) = two_head_model();
+    let out = standpoint(&["classify", "--model", s(&model), "-i", "/dev/zero"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("/dev/zero:1: line longer than 64 MiB"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -154,6 +154,9 @@ pub struct DataSource {
     pub format: Option<DataFormat>,
 }
 
+/// The largest per-epoch sampling weight of a training file (1000 draws of each row).
+pub const MAX_WEIGHT: f64 = 1000.0;
+
 impl DataSource {
     /// A source of weight 1 whose format follows from its extension.
     ///
@@ -173,7 +176,8 @@ impl DataSource {
     ///
     /// The split is on the last `:`, and only when what follows it parses as a number, so
     /// paths holding colons (`C:\data\x.csv`, `dir:with:colons/a.csv`) are read as paths
-    /// of weight 1. The weight must be positive and finite. Errors are
+    /// of weight 1. The weight must be positive and at most [`MAX_WEIGHT`] (a weight sizes
+    /// each epoch, so a huge one would exhaust memory). Errors are
     /// [`Error::InvalidOption`] with option `data`.
     ///
     /// ```
@@ -181,6 +185,7 @@ impl DataSource {
     /// assert_eq!(DataSource::parse("dir:with:colons/a.csv").unwrap().weight, 1.0);
     /// assert!(DataSource::parse("a.jsonl:0").is_err());
     /// assert!(DataSource::parse("a.jsonl:nan").is_err());
+    /// assert!(DataSource::parse("a.jsonl:1e308").is_err());
     /// ```
     pub fn parse(spec: &str) -> Result<Self> {
         let invalid = |reason: String| Error::InvalidOption {
@@ -209,10 +214,10 @@ impl DataSource {
         }
         let weight = match weight {
             None => 1.0,
-            Some(w) if w.is_finite() && w > 0.0 => w,
+            Some(w) if w.is_finite() && w > 0.0 && w <= MAX_WEIGHT => w,
             Some(w) => {
                 return Err(invalid(format!(
-                    "{spec:?}: weight {w} must be a positive finite number"
+                    "{spec:?}: weight {w} must be a positive number of at most {MAX_WEIGHT}"
                 )));
             }
         };
