@@ -186,9 +186,39 @@ fn download(cache_dir: &Path, repo: &Repo, file: &str) -> Result<PathBuf, String
         builder = builder.with_token(Some(token));
     }
     let api = builder.build().map_err(|e| e.to_string())?;
-    api.repo(repo.clone())
-        .get(file)
-        .map_err(|e| format!("downloading {file}: {e}"))
+    // hf-hub's blocking client sets no timeouts: wait on it with a deadline of our own, so an
+    // endpoint that never answers is an error, not a hang.
+    let timeout = hub_timeout()?;
+    let (send, receive) = std::sync::mpsc::channel();
+    let repo = repo.clone();
+    let name = file.to_string();
+    std::thread::spawn(move || {
+        let _ = send.send(api.repo(repo).get(&name));
+    });
+    match receive.recv_timeout(timeout) {
+        Ok(result) => result.map_err(|e| format!("downloading {file}: {e}")),
+        Err(_) => Err(format!(
+            "downloading {file}: no answer from {} within {} s ({TIMEOUT_ENV}=SECONDS waits longer)",
+            std::env::var("HF_ENDPOINT").unwrap_or_else(|_| "https://huggingface.co".into()),
+            timeout.as_secs_f64()
+        )),
+    }
+}
+
+/// Seconds to wait for one file from the hub (default 300).
+pub const TIMEOUT_ENV: &str = "STANDPOINT_HUB_TIMEOUT";
+
+fn hub_timeout() -> Result<std::time::Duration, String> {
+    match std::env::var(TIMEOUT_ENV) {
+        Err(_) => Ok(std::time::Duration::from_secs(300)),
+        Ok(text) => text
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map(std::time::Duration::from_secs_f64)
+            .ok_or_else(|| format!("{TIMEOUT_ENV}={text:?} is not a positive number of seconds")),
+    }
 }
 
 #[cfg(test)]

@@ -117,3 +117,30 @@ fn cli_honours_hf_home_and_hf_hub_offline() {
     assert_eq!(info["source"], "standpoint/tiny-bert@main");
     assert_eq!(info["architecture"], "bert");
 }
+
+#[test]
+fn an_endpoint_that_never_answers_times_out_with_a_clear_error() {
+    // Accepts connections and never replies.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let held = std::thread::spawn(move || {
+        let _connections: Vec<_> = listener.incoming().take(4).collect();
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_standpoint"))
+        .args(["info", "--model", "org/name"])
+        .env("HF_HOME", tmp.path())
+        .env("HF_ENDPOINT", &endpoint)
+        .env(standpoint::hub::TIMEOUT_ENV, "1")
+        .env_remove("HF_HUB_OFFLINE")
+        .env_remove("HF_HUB_CACHE")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("no answer from"), "{stderr}");
+    assert!(stderr.contains(&endpoint), "{stderr}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    drop(held);
+}
