@@ -394,7 +394,8 @@ fn classify(args: &ClassifyArgs) -> Result<()> {
                 (Box::new(BufReader::new(file)), source.clone())
             };
             let mut chunk = Vec::with_capacity(CHUNK);
-            for record in JsonlQueries::new(reader, &name) {
+            let mut records = JsonlQueries::new(reader, &name);
+            for record in records.by_ref() {
                 chunk.push(record?);
                 if chunk.len() == CHUNK {
                     write_predictions(&classifier, &chunk, &name, &mut out)?;
@@ -402,6 +403,14 @@ fn classify(args: &ClassifyArgs) -> Result<()> {
                 }
             }
             write_predictions(&classifier, &chunk, &name, &mut out)?;
+            let unknown = records.unknown_fields();
+            if !unknown.is_empty() {
+                eprintln!(
+                    "warning: {name}: ignored fields {} (a query reads {})",
+                    unknown.iter().cloned().collect::<Vec<_>>().join(", "),
+                    standpoint::records::QUERY_FIELDS.join(", ")
+                );
+            }
         }
     }
     Ok(out.finish()?)

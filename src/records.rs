@@ -150,14 +150,33 @@ impl<R: BufRead> JsonlLines<R> {
 /// ```
 pub struct JsonlQueries<R> {
     lines: JsonlLines<R>,
+    unknown: std::collections::BTreeSet<String>,
 }
+
+/// The fields a query record reads; others are ignored (and reported by
+/// [`JsonlQueries::unknown_fields`]).
+pub const QUERY_FIELDS: [&str; 3] = ["text", "target", "id"];
 
 impl<R: BufRead> JsonlQueries<R> {
     /// Reads from `reader`; `source_name` appears in error messages.
     pub fn new(reader: R, source_name: &str) -> Self {
         JsonlQueries {
             lines: JsonlLines::new(reader, source_name),
+            unknown: Default::default(),
         }
+    }
+
+    /// Fields seen so far that a query does not read (e.g. `actor` written for `target`),
+    /// so a caller can warn about them.
+    ///
+    /// ```
+    /// use standpoint::records::JsonlQueries;
+    /// let mut rows = JsonlQueries::new("{\"text\": \"t\", \"actor\": \"NATO\"}\n".as_bytes(), "q");
+    /// assert!(rows.next().unwrap().is_ok());
+    /// assert_eq!(rows.unknown_fields().iter().collect::<Vec<_>>(), ["actor"]);
+    /// ```
+    pub fn unknown_fields(&self) -> &std::collections::BTreeSet<String> {
+        &self.unknown
     }
 }
 
@@ -169,6 +188,13 @@ impl<R: BufRead> Iterator for JsonlQueries<R> {
             Ok(next) => next,
             Err(e) => return Some(Err(e)),
         };
+        if let Ok(map) = serde_json::from_str::<serde_json::Map<String, Value>>(text) {
+            for key in map.keys() {
+                if !QUERY_FIELDS.contains(&key.as_str()) {
+                    self.unknown.insert(key.clone());
+                }
+            }
+        }
         let parsed = serde_json::from_str::<QueryRecord>(text);
         Some(
             parsed

@@ -538,3 +538,21 @@ fn a_line_without_end_is_refused_not_read_into_memory() {
         stderr(&out)
     );
 }
+
+#[test]
+fn classify_warns_about_fields_it_does_not_read() {
+    let (tmp, model) = two_head_model();
+    let queries = tmp.path().join("queries.jsonl");
+    std::fs::write(
+        &queries,
+        "{\"text\": \"NATO refused.\", \"actor\": \"NATO\"}\n",
+    )
+    .unwrap();
+    let out = standpoint(&["classify", "--model", s(&model), "-i", s(&queries)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("ignored fields actor (a query reads text, target, id)"),
+        "{}",
+        stderr(&out)
+    );
+}
