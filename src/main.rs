@@ -534,12 +534,13 @@ fn label(args: &LabelArgs) -> Result<()> {
         OutputFormat::parse(&args.output_format)?,
         classifier.heads(),
     );
+    let files = input_files(&args.inputs, format)?;
     if let Some(output) = &args.output {
-        check_apart(output, args.errors.as_deref(), &args.inputs, format)?;
+        check_apart(output, args.errors.as_deref(), &args.inputs, &files, format)?;
     }
     // Everything that decides the rows; a resume must match it. Inputs are known by path,
     // size and modification time, so a changed or added file is noticed.
-    let input_identity: Vec<serde_json::Value> = input_files(&args.inputs, format)?
+    let input_identity: Vec<serde_json::Value> = files
         .iter()
         .map(|path| {
             let meta = std::fs::metadata(path).ok();

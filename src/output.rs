@@ -44,11 +44,14 @@ impl Destination {
             option: "output",
             reason: format!("{} is a directory; name a file", path.display()),
         };
-        if path.starts_with("/dev") || path.starts_with("/proc") {
-            return match std::fs::metadata(path) {
-                Ok(meta) if meta.is_dir() => Err(is_directory()),
-                _ => Ok(Destination::WriteThrough(path.to_path_buf())),
-            };
+        let system = |p: &Path| p.starts_with("/dev") || p.starts_with("/proc");
+        // Written where it leads, as a shell would (a directory still refused).
+        let write_through = || match std::fs::metadata(path) {
+            Ok(meta) if meta.is_dir() => Err(is_directory()),
+            _ => Ok(Destination::WriteThrough(path.to_path_buf())),
+        };
+        if system(path) {
+            return write_through();
         }
         let meta = match std::fs::symlink_metadata(path) {
             Ok(meta) => meta,
@@ -61,15 +64,10 @@ impl Destination {
             Err(e) => return Err(Error::io(path, e)),
         };
         if meta.file_type().is_symlink() {
+            // A dangling link or one into /dev or /proc is written through.
             return match std::fs::canonicalize(path) {
-                Ok(real) if !real.starts_with("/dev") && !real.starts_with("/proc") => {
-                    Destination::of(&real)
-                }
-                // A dangling link or one into /dev or /proc: write where it leads, as a shell would.
-                _ => match std::fs::metadata(path) {
-                    Ok(meta) if meta.is_dir() => Err(is_directory()),
-                    _ => Ok(Destination::WriteThrough(path.to_path_buf())),
-                },
+                Ok(real) if !system(&real) => Destination::of(&real),
+                _ => write_through(),
             };
         }
         if meta.is_dir() {
@@ -147,10 +145,7 @@ impl AtomicFile {
                 });
             }
         };
-        let dir = match real.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
+        let dir = parent_dir(&real);
         let mut builder = tempfile::Builder::new();
         builder.prefix(".standpoint-").suffix(".partial");
         // Readable like any file the user creates (umask applies), not tempfile's 0600,
@@ -270,8 +265,9 @@ pub fn ensure_not_input(output: &Path, inputs: &[PathBuf]) -> Result<()> {
     Ok(())
 }
 
-/// Whether two paths name one file, from their metadata (never opened: a FIFO would block).
-fn same_file(a: &Path, b: &Path) -> bool {
+/// Whether two existing paths name one file, from their metadata (never opened: a FIFO
+/// would block).
+pub(crate) fn same_file(a: &Path, b: &Path) -> bool {
     match (std::fs::metadata(a), std::fs::metadata(b)) {
         #[cfg(unix)]
         (Ok(a), Ok(b)) => {
@@ -284,5 +280,13 @@ fn same_file(a: &Path, b: &Path) -> bool {
             _ => false,
         },
         _ => false,
+    }
+}
+
+/// The folder `path` is in (`.` for a bare file name).
+pub(crate) fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
     }
 }

@@ -188,14 +188,15 @@ impl<R: BufRead> Iterator for JsonlQueries<R> {
             Ok(next) => next,
             Err(e) => return Some(Err(e)),
         };
-        if let Ok(map) = serde_json::from_str::<serde_json::Map<String, Value>>(text) {
+        // Parsed once, as a map: its keys tell the unknown fields, then it becomes the record.
+        let parsed = serde_json::from_str::<serde_json::Map<String, Value>>(text).and_then(|map| {
             for key in map.keys() {
                 if !QUERY_FIELDS.contains(&key.as_str()) {
                     self.unknown.insert(key.clone());
                 }
             }
-        }
-        let parsed = serde_json::from_str::<QueryRecord>(text);
+            serde_json::from_value::<QueryRecord>(Value::Object(map))
+        });
         Some(
             parsed
                 .map(|mut record| {

@@ -133,21 +133,6 @@ fn example_article_gives_one_row_per_sentence_and_actor() {
     }
 }
 
-fn jsonl_docs(dir: &Path) -> String {
-    let path = dir.join("docs.jsonl");
-    let mut lines = String::new();
-    for i in 0..12 {
-        let text = format!(
-            "Document {i}. NATO has refused practical cooperation. {} Moscow said the talks ended.",
-            "There is an objective need for political dialogue. ".repeat(i % 4)
-        );
-        lines.push_str(&serde_json::json!({"id": format!("d{i}"), "text": text}).to_string());
-        lines.push('\n');
-    }
-    std::fs::write(&path, lines).unwrap();
-    path.to_str().unwrap().to_string()
-}
-
 #[test]
 fn jsonl_input_keeps_document_order_and_csv_matches() {
     let (tmp, model) = two_head_model();

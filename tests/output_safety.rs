@@ -32,20 +32,9 @@ fn s(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
-/// Twelve documents, each mentioning NATO, as JSONL.
+/// The shared twelve JSONL documents (`common::jsonl_docs`).
 fn docs(dir: &Path) -> PathBuf {
-    let path = dir.join("docs.jsonl");
-    let mut lines = String::new();
-    for i in 0..12 {
-        let text = format!(
-            "Document {i}. NATO has refused practical cooperation. {} The talks ended.",
-            "There is an objective need for dialogue with NATO. ".repeat(i % 3)
-        );
-        lines.push_str(&serde_json::json!({"id": format!("d{i}"), "text": text}).to_string());
-        lines.push('\n');
-    }
-    std::fs::write(&path, lines).unwrap();
-    path
+    PathBuf::from(jsonl_docs(dir))
 }
 
 /// The rows of an uninterrupted label run over `input` (into a folder of its own).
@@ -55,6 +44,15 @@ fn reference_rows(model: &Path, input: &Path) -> String {
     let out = standpoint(&label_args(model, input, &output));
     assert!(out.status.success(), "{}", stderr(&out));
     std::fs::read_to_string(output).unwrap()
+}
+
+/// `out` succeeded and `output` holds the rows of an uninterrupted run over `input`.
+fn assert_reference_rows(out: &Output, output: &Path, model: &Path, input: &Path) {
+    assert!(out.status.success(), "{}", stderr(out));
+    assert_eq!(
+        std::fs::read_to_string(output).unwrap(),
+        reference_rows(model, input)
+    );
 }
 
 fn label_args<'a>(model: &'a Path, input: &'a Path, output: &'a Path) -> Vec<&'a str> {
@@ -288,11 +286,7 @@ fn resume_refuses_progress_that_does_not_match_the_partial_files() {
     std::fs::write(&partial, &saved_partial).unwrap();
     std::fs::write(&progress_path, &saved_progress).unwrap();
     let out = resume(&model, &input, &output, &[]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(
-        std::fs::read_to_string(&output).unwrap(),
-        reference_rows(&model, &input)
-    );
+    assert_reference_rows(&out, &output, &model, &input);
 }
 
 #[test]
@@ -354,12 +348,8 @@ fn a_second_run_on_a_live_output_is_refused() {
     stdin.write_all(&std::fs::read(&input).unwrap()).unwrap();
     drop(stdin);
     let first = first.wait_with_output().unwrap();
-    assert!(first.status.success(), "{}", stderr(&first));
     // The documents' ids and text are the same, read from stdin instead of the file.
-    assert_eq!(
-        std::fs::read_to_string(&output).unwrap(),
-        reference_rows(&model, &input)
-    );
+    assert_reference_rows(&first, &output, &model, &input);
 }
 
 #[test]

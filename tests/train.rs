@@ -300,15 +300,7 @@ fn resume_after_a_crash_ends_with_identical_weights() {
     // A copy of the folder resumes in place, leaving the original untouched.
     let copy = tmp.path().join("copy");
     copy_dir(&crashed, &copy);
-    let out = standpoint_cmd()
-        .args(["train", "--resume", copy.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    resume_run(&copy);
     assert_eq!(
         weights(&whole.join("model.safetensors")),
         weights(&copy.join("model.safetensors"))
@@ -333,16 +325,8 @@ fn resume_after_a_crash_ends_with_identical_weights() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    let out = standpoint_cmd()
-        .args(["train", "--resume", crashed.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("resuming at epoch 2, step 18"));
+    let stderr = resume_run(&crashed);
+    assert!(stderr.contains("resuming at epoch 2, step 18"));
 
     assert_eq!(
         weights(&whole.join("model.safetensors")),
@@ -542,4 +526,15 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), target).unwrap();
         }
     }
+}
+
+/// `train --resume DIR`, which must succeed; its stderr.
+fn resume_run(dir: &Path) -> String {
+    let out = standpoint_cmd()
+        .args(["train", "--resume", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    stderr
 }

@@ -94,8 +94,10 @@ fn csv_line(fields: &[String]) -> Vec<u8> {
     let mut writer = csv::WriterBuilder::new()
         .has_headers(false)
         .from_writer(Vec::new());
+    let cells: Vec<std::borrow::Cow<'_, str>> =
+        fields.iter().map(|f| spreadsheet_safe(f)).collect();
     writer
-        .write_record(fields.iter().map(|f| spreadsheet_safe(f).into_owned()))
+        .write_record(cells.iter().map(|c| c.as_bytes()))
         .expect("writing to memory cannot fail");
     writer.into_inner().expect("writing to memory cannot fail")
 }
@@ -335,14 +337,6 @@ struct Paths {
     progress: PathBuf,
 }
 
-/// Whether two paths name the same file (or would, once created next to each other).
-fn same_path(a: &Path, b: &Path) -> bool {
-    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => a == b,
-    }
-}
-
 impl Paths {
     fn new(output: &Path, errors: Option<&Path>) -> Self {
         let with = |suffix: &str| {
@@ -366,24 +360,32 @@ impl Paths {
 }
 
 /// Refuses an output (or its errors, partial or progress file) that a labelling run over
-/// `inputs` would also read: one of the input files, or a file inside an input folder.
+/// `inputs` would also read: one of the input `files` (as [`input_files`] lists them), or a
+/// file inside an input folder.
+///
+/// [`input_files`]: crate::label::documents::input_files
 ///
 /// ```
+/// # fn main() -> standpoint::Result<()> {
+/// use standpoint::label::documents::input_files;
 /// use standpoint::label::output::check_apart;
 /// let dir = tempfile::tempdir().unwrap();
 /// std::fs::write(dir.path().join("a.txt"), "A.").unwrap();
 /// let inputs = [dir.path().display().to_string()];
-/// assert!(check_apart(&dir.path().join("out.jsonl"), None, &inputs, None).is_err());
+/// let files = input_files(&inputs, None)?;
+/// assert!(check_apart(&dir.path().join("out.jsonl"), None, &inputs, &files, None).is_err());
 /// let elsewhere = tempfile::tempdir().unwrap();
-/// assert!(check_apart(&elsewhere.path().join("out.jsonl"), None, &inputs, None).is_ok());
+/// assert!(check_apart(&elsewhere.path().join("out.jsonl"), None, &inputs, &files, None).is_ok());
+/// # Ok(()) }
 /// ```
 pub fn check_apart(
     output: &Path,
     errors: Option<&Path>,
     inputs: &[String],
+    files: &[PathBuf],
     format: Option<crate::label::documents::InputFormat>,
 ) -> Result<()> {
-    use crate::label::documents::{InputFormat, input_files};
+    use crate::label::documents::InputFormat;
     let paths = Paths::new(output, errors);
     let written = [
         &paths.output,
@@ -392,17 +394,10 @@ pub fn check_apart(
         &paths.errors_partial,
         &paths.progress,
     ];
-    let files = input_files(inputs, format)?;
     for path in written {
-        crate::output::ensure_not_input(path, &files)?;
+        crate::output::ensure_not_input(path, files)?;
     }
-    let folder_of = |path: &Path| {
-        let parent = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        std::fs::canonicalize(parent).ok()
-    };
+    let folder_of = |path: &Path| std::fs::canonicalize(crate::output::parent_dir(path)).ok();
     for input in inputs.iter().map(Path::new) {
         let walked = input.is_dir()
             && format.unwrap_or_else(|| InputFormat::of_path(input)) == InputFormat::Text;
@@ -516,7 +511,7 @@ impl LabelOutput {
             None => None,
         };
         let paths = Paths::new(&output, errors.as_deref());
-        if same_path(&paths.errors, &paths.output) {
+        if paths.errors == paths.output || crate::output::same_file(&paths.errors, &paths.output) {
             return Err(Error::InvalidOption {
                 option: "errors",
                 reason: format!(

@@ -171,7 +171,7 @@ fn f16_bytes_to_f32(bytes: &[u8]) -> Vec<f32> {
 
 /// Whether every value of a stored float tensor is finite (no NaN or infinity), read from
 /// its bytes, so a broken checkpoint is refused at load rather than predicting `null`.
-fn all_finite(view: &safetensors::tensor::TensorView<'_>) -> bool {
+pub(crate) fn all_finite(view: &safetensors::tensor::TensorView<'_>) -> bool {
     use rayon::prelude::*;
     let bytes = view.data();
     match view.dtype() {

@@ -34,23 +34,24 @@ pub fn varmap_tensors(varmap: &VarMap, dtype: DType) -> Result<HashMap<String, T
 
 /// Writes tensors as safetensors, atomically.
 pub fn save_tensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
-    for (name, tensor) in tensors {
-        // x - x is 0 for every finite x and NaN otherwise, so the sum tells, on any device.
-        let values = tensor.to_dtype(DType::F32)?;
-        #[allow(clippy::eq_op)]
-        let probe = (&values - &values)?.sum_all()?.to_scalar::<f32>()?;
-        if !probe.is_finite() {
+    let corrupt = |e: safetensors::SafeTensorError| Error::CorruptWeights {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let bytes = safetensors::serialize(tensors.iter().map(|(k, v)| (k.as_str(), v)), None)
+        .map_err(corrupt)?;
+    // The check loading does, on the bytes about to be written.
+    for (name, view) in safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(corrupt)?
+        .tensors()
+    {
+        if !crate::model::weights::all_finite(&view) {
             return Err(Error::NonFiniteWeights {
                 path: path.to_path_buf(),
-                tensor: name.clone(),
+                tensor: name,
             });
         }
     }
-    let bytes = safetensors::serialize(tensors.iter().map(|(k, v)| (k.as_str(), v)), None)
-        .map_err(|e| Error::CorruptWeights {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
     write_atomic(path, &bytes)
 }
 

@@ -994,11 +994,37 @@ impl LabelSchema {
     /// # Ok(()) }
     /// ```
     pub fn infer<S: AsRef<str>>(examples: &[Example], heads: &[S]) -> Result<Self> {
+        let all: Vec<usize> = (0..heads.len()).collect();
+        Self::infer_slots(examples, heads, &all)
+    }
+
+    /// [`LabelSchema::infer`] for the heads at `slots` of `heads` only (the others, such as
+    /// heads a starting model already has, keep their own labels and are not read).
+    ///
+    /// ```
+    /// # fn main() -> standpoint::Result<()> {
+    /// use standpoint::train::data::{Example, LabelSchema};
+    /// let example = |stance: &str, topic: &str| Example {
+    ///     text: "t".into(), target: None, id: None,
+    ///     labels: vec![Some(stance.into()), Some(topic.into())], source: 0, line: 1,
+    /// };
+    /// // `stance` has one label only, but it is not inferred.
+    /// let examples = [example("favor", "trade"), example("favor", "war")];
+    /// let schema = LabelSchema::infer_slots(&examples, &["stance", "topic"], &[1])?;
+    /// assert_eq!(schema.heads.len(), 1);
+    /// assert_eq!(schema.heads[0].labels, ["trade", "war"]);
+    /// # Ok(()) }
+    /// ```
+    pub fn infer_slots<S: AsRef<str>>(
+        examples: &[Example],
+        heads: &[S],
+        slots: &[usize],
+    ) -> Result<Self> {
         let invalid = |reason: String| Error::InvalidOption {
             option: "data",
             reason,
         };
-        let mut seen: Vec<HashSet<&str>> = vec![HashSet::new(); heads.len()];
+        let mut seen: Vec<HashSet<&str>> = vec![HashSet::new(); slots.len()];
         for example in examples {
             if example.labels.len() != heads.len() {
                 return Err(invalid(format!(
@@ -1009,15 +1035,15 @@ impl LabelSchema {
                     heads.len()
                 )));
             }
-            for (set, label) in seen.iter_mut().zip(&example.labels) {
-                if let Some(label) = label {
+            for (set, &slot) in seen.iter_mut().zip(slots) {
+                if let Some(label) = &example.labels[slot] {
                     set.insert(label.as_str());
                 }
             }
         }
-        let mut out = Vec::with_capacity(heads.len());
-        for (head, set) in heads.iter().zip(seen) {
-            let head = head.as_ref();
+        let mut out = Vec::with_capacity(slots.len());
+        for (&slot, set) in slots.iter().zip(seen) {
+            let head = heads[slot].as_ref();
             let mut labels: Vec<String> = set.into_iter().map(str::to_string).collect();
             sort_labels(&mut labels);
             if labels.len() < 2 {

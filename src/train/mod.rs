@@ -341,21 +341,9 @@ fn prepare(config: &TrainConfig, observer: &mut dyn TrainObserver) -> Result<Set
             let new_slots: Vec<usize> = (0..names.len())
                 .filter(|&i| base_config.head(&names[i]).is_none())
                 .collect();
-            let new: Vec<&str> = new_slots.iter().map(|&i| names[i].as_str()).collect();
-            if new.is_empty() {
-                None
-            } else if new.len() == names.len() {
-                Some(LabelSchema::infer(&train_examples, &new)?)
-            } else {
-                let projected: Vec<data::Example> = train_examples
-                    .iter()
-                    .map(|e| data::Example {
-                        labels: new_slots.iter().map(|&i| e.labels[i].clone()).collect(),
-                        ..e.clone()
-                    })
-                    .collect();
-                Some(LabelSchema::infer(&projected, &new)?)
-            }
+            (!new_slots.is_empty())
+                .then(|| LabelSchema::infer_slots(&train_examples, &names, &new_slots))
+                .transpose()?
         }
     };
     let mut schema = LabelSchema { heads: Vec::new() };

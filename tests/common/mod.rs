@@ -165,3 +165,20 @@ pub fn two_head_model() -> (tempfile::TempDir, std::path::PathBuf) {
     });
     (tmp, dir)
 }
+
+/// Twelve JSONL documents (`d0` ... `d11`) mentioning NATO and Moscow, of varying length,
+/// written to `dir/docs.jsonl`; the file's path.
+pub fn jsonl_docs(dir: &Path) -> String {
+    let path = dir.join("docs.jsonl");
+    let mut lines = String::new();
+    for i in 0..12 {
+        let text = format!(
+            "Document {i}. NATO has refused practical cooperation. {} Moscow said the talks ended.",
+            "There is an objective need for political dialogue. ".repeat(i % 4)
+        );
+        lines.push_str(&serde_json::json!({"id": format!("d{i}"), "text": text}).to_string());
+        lines.push('\n');
+    }
+    std::fs::write(&path, lines).unwrap();
+    path.to_str().unwrap().to_string()
+}
