@@ -9,6 +9,7 @@
 # BASE defaults to ../shared/models/all-MiniLM-L6-v2 (sentence-transformers/all-MiniLM-L6-v2).
 # About 80 minutes on 2 CPU cores; interrupted runs continue with
 #   standpoint train --resume OUT
+# NEWSMTSC_WEIGHT and RUW_WEIGHT (default 1.0 and 0.35, v1's) reweight those two sets.
 set -euo pipefail
 data=${1:?usage: scripts/train-default.sh CONVERTED OUT [BASE]}
 out=${2:?usage: scripts/train-default.sh CONVERTED OUT [BASE]}
@@ -20,11 +21,11 @@ bin=${STANDPOINT:-target/release/standpoint}
 # ~28k examples per epoch so two epochs fit the CPU budget; news data in full.
 "$bin" train --base "$base" --output "$out" \
   --head stance:pair --head sentiment:text --head relation:text \
-  --train "$data/newsmtsc-train.jsonl:1.0" \
+  --train "$data/newsmtsc-train.jsonl:${NEWSMTSC_WEIGHT:-1.0}" \
   --train "$data/tweeteval-stance-train.jsonl:1.0" \
   --train "$data/pstance-train.jsonl:0.2" \
   --train "$data/vast-train.jsonl:0.12" \
-  --train "$data/ruw-train.jsonl:0.35" \
+  --train "$data/ruw-train.jsonl:${RUW_WEIGHT:-0.35}" \
   --train "$data/directed-sentiment-train.jsonl:0.15" \
   --train "$data/cameo-train.jsonl:1.0" \
   --train "$data/sentiment-train.jsonl:0.12" \

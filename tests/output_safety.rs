@@ -546,3 +546,51 @@ fn classify_warns_about_fields_it_does_not_read() {
         stderr(&out)
     );
 }
+
+#[test]
+fn a_quote_left_open_in_a_csv_is_refused_by_label_and_train_alike() {
+    let (tmp, model) = two_head_model();
+    // The open quote sits in the last column, so every later row would fit the header.
+    let input = tmp.path().join("docs.csv");
+    std::fs::write(
+        &input,
+        "id,text\n1,\"NATO said hello.\n2,Russia ended cooperation with NATO.\n3,Talks resumed.\n",
+    )
+    .unwrap();
+    let output = tmp.path().join("rows.jsonl");
+    let out = standpoint(&label_args(&model, &input, &output));
+    assert!(!out.status.success(), "label accepted an open quote");
+    let expected = format!(
+        "{}:2: a quote opens a field here and is never closed",
+        s(&input)
+    );
+    assert!(stderr(&out).contains(&expected), "{}", stderr(&out));
+    assert!(!output.exists(), "no output from a refused input");
+
+    let train = tmp.path().join("train.csv");
+    std::fs::write(
+        &train,
+        "stance,text\nneutral,\"NATO said hello.\nagainst,Russia ended cooperation with NATO.\n",
+    )
+    .unwrap();
+    let run = tmp.path().join("run");
+    let out = standpoint(&[
+        "train",
+        "--base",
+        s(&model),
+        "--output",
+        s(&run),
+        "--train",
+        s(&train),
+        "--head",
+        "stance:text",
+        "--epochs",
+        "1",
+    ]);
+    assert!(!out.status.success(), "train accepted an open quote");
+    let expected = format!(
+        "{}:2: a quote opens a field here and is never closed",
+        s(&train)
+    );
+    assert!(stderr(&out).contains(&expected), "{}", stderr(&out));
+}

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::delimited::DelimitedRecords;
 use crate::error::{Error, Result};
 use crate::records::JsonlLines;
 
@@ -306,63 +307,37 @@ fn csv_documents(
     delimiter: u8,
     fields: &DocumentFields,
 ) -> Result<impl Iterator<Item = Result<Document>> + use<>> {
-    let mut csv = csv::ReaderBuilder::new()
-        .delimiter(delimiter)
-        .has_headers(true)
-        .flexible(false)
-        .from_reader(reader);
-    let header = csv.byte_headers().map_err(|e| Error::Record {
-        source_name: name.to_string(),
-        line: 1,
-        reason: format!("cannot read the header: {e}"),
-    })?;
-    let columns: Vec<String> = header
-        .iter()
-        .map(|c| String::from_utf8_lossy(c).trim().to_string())
-        .collect();
-    let Some(text_col) = columns.iter().position(|c| c == &fields.text) else {
+    let mut rows = DelimitedRecords::new(reader, delimiter, name)?;
+    let Some(text_col) = rows.column(&fields.text) else {
         return Err(Error::InvalidOption {
             option: "text-field",
             reason: format!(
                 "{name}: no column `{}` in the header (columns: {})",
                 fields.text,
-                columns.join(", ")
+                rows.columns().join(", ")
             ),
         });
     };
-    let id_col = columns.iter().position(|c| c == &fields.id);
+    let id_col = rows.column(&fields.id);
     let name = name.to_string();
-    Ok(csv.into_byte_records().map(move |record| {
-        let record = record.map_err(|e| Error::Record {
-            source_name: name.clone(),
-            line: e.position().map_or(0, |p| p.line() as usize),
-            reason: e.to_string(),
-        })?;
-        let line = record.position().map_or(0, |p| p.line() as usize);
-        let field = |i: usize| -> Result<String> {
-            let bytes = record.get(i).unwrap_or_default();
-            String::from_utf8(bytes.to_vec()).map_err(|e| Error::Record {
-                source_name: name.clone(),
-                line,
-                reason: format!(
-                    "column `{}`: invalid UTF-8 at byte {}",
-                    columns[i],
-                    e.utf8_error().valid_up_to()
-                ),
-            })
-        };
-        let text = field(text_col)?;
-        if text.trim().is_empty() {
-            return Err(Error::Record {
-                source_name: name.clone(),
-                line,
-                reason: "empty document".into(),
-            });
-        }
-        let id = match id_col {
-            Some(i) => field(i)?,
-            None => format!("{name}:{line}"),
-        };
-        Ok(Document { id, text })
+    Ok(std::iter::from_fn(move || {
+        let document = (|| {
+            let Some(row) = rows.next_row()? else {
+                return Ok(None);
+            };
+            let text = row.cell(text_col)?;
+            if text.trim().is_empty() {
+                return Err(row.error("empty document"));
+            }
+            let id = match id_col {
+                Some(i) => row.cell(i)?.to_string(),
+                None => format!("{name}:{}", row.line()),
+            };
+            Ok(Some(Document {
+                id,
+                text: text.to_string(),
+            }))
+        })();
+        document.transpose()
     }))
 }

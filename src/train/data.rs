@@ -41,13 +41,14 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::delimited::DelimitedRecords;
 use crate::error::{Error, Result};
 use crate::records::JsonlLines;
 
@@ -405,13 +406,13 @@ pub fn read_examples(
             read_jsonl(BufReader::new(file), path, source_index, fields)?
         }
         DataFormat::Csv | DataFormat::Tsv => {
-            let data = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+            let file = File::open(path).map_err(|e| Error::io(path, e))?;
             let delimiter = if format == DataFormat::Csv {
                 b','
             } else {
                 b'\t'
             };
-            read_delimited(&data, delimiter, path, source_index, fields)?
+            read_delimited(BufReader::new(file), delimiter, path, source_index, fields)?
         }
     };
     if examples.is_empty() {
@@ -634,74 +635,17 @@ fn jsonl_example(
 
 /// Reads CSV (`delimiter` b',') or TSV (b'\t') with a header row.
 fn read_delimited(
-    data: &[u8],
+    reader: impl Read,
     delimiter: u8,
     path: &Path,
     source: usize,
     fields: &FieldMap,
 ) -> Result<Vec<Example>> {
-    let mut csv = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .delimiter(delimiter)
-        .flexible(false)
-        .from_reader(data);
-    let mut lines = LineCounter::new(data);
-    let csv_error = |e: csv::Error| -> Error {
-        let line = e
-            .position()
-            .map_or(0, |p| LineCounter::new(data).line_of_record(p.byte()));
-        match e.into_kind() {
-            csv::ErrorKind::Io(io) => Error::io(path, io),
-            csv::ErrorKind::UnequalLengths {
-                expected_len, len, ..
-            } => record_error(
-                path,
-                line,
-                format!("the row has {len} fields, the header has {expected_len}"),
-            ),
-            other => record_error(path, line, format!("cannot read the row: {other:?}")),
-        }
-    };
-
-    let header = csv.byte_headers().map_err(csv_error)?.clone();
-    let header_line = header
-        .position()
-        .map_or(1, |p| lines.line_of_record(p.byte()));
-    if header.is_empty() || (header.len() == 1 && header[0].trim_ascii().is_empty()) {
-        return Err(record_error(
-            path,
-            header_line,
-            "empty file: a header row naming the columns is required",
-        ));
-    }
-    let mut names = Vec::with_capacity(header.len());
-    for (i, cell) in header.iter().enumerate() {
-        let name = std::str::from_utf8(cell).map_err(|e| {
-            record_error(
-                path,
-                header_line,
-                format!(
-                    "invalid UTF-8 in the header (column {}, byte {})",
-                    i + 1,
-                    e.valid_up_to()
-                ),
-            )
-        })?;
-        names.push(name.trim().to_string());
-    }
-    let column = |field: &str| -> Result<Option<usize>> {
-        let mut found = names.iter().enumerate().filter(|(_, n)| *n == field);
-        let first = found.next().map(|(i, _)| i);
-        if found.next().is_some() {
-            return Err(record_error(
-                path,
-                header_line,
-                format!("column `{field}` appears more than once in the header"),
-            ));
-        }
-        Ok(first)
-    };
-    let Some(text_col) = column(&fields.text)? else {
+    let mut rows = DelimitedRecords::new(reader, delimiter, &path.display().to_string())?;
+    let header_line = rows.header_line();
+    let names = rows.columns().to_vec();
+    let column = |field: &str| rows.column(field);
+    let Some(text_col) = column(&fields.text) else {
         return Err(record_error(
             path,
             header_line,
@@ -712,12 +656,9 @@ fn read_delimited(
             ),
         ));
     };
-    let target_col = column(&fields.target)?;
-    let id_col = column(&fields.id)?;
-    let mut head_cols = Vec::with_capacity(fields.heads.len());
-    for (_, field) in &fields.heads {
-        head_cols.push(column(field)?);
-    }
+    let target_col = column(&fields.target);
+    let id_col = column(&fields.id);
+    let head_cols: Vec<Option<usize>> = fields.heads.iter().map(|(_, f)| column(f)).collect();
     if head_cols.iter().all(Option::is_none) {
         let wanted: Vec<&str> = fields.heads.iter().map(|(_, f)| f.as_str()).collect();
         return Err(record_error(
@@ -739,48 +680,25 @@ fn read_delimited(
         .collect();
 
     let mut examples = Vec::new();
-    let mut record = csv::ByteRecord::new();
-    loop {
-        match csv.read_byte_record(&mut record) {
-            Ok(true) => {}
-            Ok(false) => break,
-            Err(e) => return Err(csv_error(e)),
-        }
-        let line = record
-            .position()
-            .map_or(0, |p| lines.line_of_record(p.byte()));
-        let cell = |col: usize| -> Result<&str> {
-            std::str::from_utf8(&record[col]).map_err(|e| {
-                record_error(
-                    path,
-                    line,
-                    format!(
-                        "invalid UTF-8 in column `{}` at byte {}",
-                        names[col],
-                        e.valid_up_to()
-                    ),
-                )
-            })
-        };
-        let text = cell(text_col)?;
+    while let Some(row) = rows.next_row()? {
+        let text = row.cell(text_col)?;
         if text.trim().is_empty() {
-            return Err(record_error(path, line, "empty text"));
+            return Err(row.error("empty text"));
         }
-        let target = target_col.map(&cell).transpose()?.and_then(non_empty);
-        let id = id_col.map(&cell).transpose()?.and_then(non_empty);
+        let target = target_col
+            .map(|c| row.cell(c))
+            .transpose()?
+            .and_then(non_empty);
+        let id = id_col.map(|c| row.cell(c)).transpose()?.and_then(non_empty);
         let mut labels = Vec::with_capacity(head_cols.len());
         for col in &head_cols {
-            labels.push(col.map(&cell).transpose()?.and_then(non_empty));
+            labels.push(col.map(|c| row.cell(c)).transpose()?.and_then(non_empty));
         }
         if labels.iter().all(Option::is_none) {
-            return Err(record_error(
-                path,
-                line,
-                format!(
-                    "no label for any head (looked for columns: {})",
-                    present.join(", ")
-                ),
-            ));
+            return Err(row.error(format!(
+                "no label for any head (looked for columns: {})",
+                present.join(", ")
+            )));
         }
         examples.push(Example {
             text: text.to_string(),
@@ -788,55 +706,10 @@ fn read_delimited(
             id,
             labels,
             source,
-            line,
+            line: row.line(),
         });
     }
     Ok(examples)
-}
-
-/// Line numbers of CSV records.
-///
-/// The csv reader's own `Position::line` is where it stood before a record: before the
-/// blank lines it skips, and, with `\r\n` endings, before the previous record's `\n`. So
-/// the line is counted here from the record's byte offset, past any line breaks.
-struct LineCounter<'a> {
-    data: &'a [u8],
-    /// Bytes counted so far.
-    offset: usize,
-    /// 1-based line at `offset`.
-    line: usize,
-}
-
-impl<'a> LineCounter<'a> {
-    fn new(data: &'a [u8]) -> Self {
-        LineCounter {
-            data,
-            offset: 0,
-            line: 1,
-        }
-    }
-
-    /// The line of the first byte at or after `byte` that is not a line break.
-    /// Offsets must not decrease between calls (a smaller one restarts the count).
-    fn line_of_record(&mut self, byte: u64) -> usize {
-        let mut start = usize::try_from(byte)
-            .unwrap_or(usize::MAX)
-            .min(self.data.len());
-        while matches!(self.data.get(start), Some(b'\r' | b'\n')) {
-            start += 1;
-        }
-        if start < self.offset {
-            self.offset = 0;
-            self.line = 1;
-        }
-        let newlines = self.data[self.offset..start]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count();
-        self.line += newlines;
-        self.offset = start;
-        self.line
-    }
 }
 
 /// The label set of each head, in the order the model's outputs use.
