@@ -59,12 +59,20 @@ pub struct Query<'a> {
     pub text: &'a str,
     /// The actor (stance target), if any.
     pub target: Option<&'a str>,
+    /// The byte span `(start, end)` of the target's mention in `text`: when the text is longer
+    /// than the token limit, it is cut around this span instead of at its end. `None`: around
+    /// the first occurrence of the target's name (ASCII case-insensitive), if there is one.
+    pub focus: Option<(usize, usize)>,
 }
 
 impl<'a> Query<'a> {
     /// A sentence without a target.
     pub fn text(text: &'a str) -> Self {
-        Query { text, target: None }
+        Query {
+            text,
+            target: None,
+            focus: None,
+        }
     }
 
     /// A sentence judged against `target`.
@@ -72,6 +80,23 @@ impl<'a> Query<'a> {
         Query {
             text,
             target: Some(target),
+            focus: None,
+        }
+    }
+
+    /// The same query with the target's mention at the byte span `start..end` of the text.
+    ///
+    /// ```
+    /// use standpoint::Query;
+    /// let text = "After a long preamble, the ministry said NATO had refused.";
+    /// let query = Query::pair("NATO", text).with_focus(41, 45);
+    /// assert_eq!(&text[41..45], "NATO");
+    /// assert_eq!(query.focus, Some((41, 45)));
+    /// ```
+    pub fn with_focus(self, start: usize, end: usize) -> Self {
+        Query {
+            focus: Some((start, end)),
+            ..self
         }
     }
 }
@@ -503,13 +528,13 @@ impl Classifier {
             .into_par_iter()
             .map(|(index, reading)| {
                 let query = &queries[index];
-                let target = match reading {
-                    Reading::Pair => query.target,
-                    Reading::Text => None,
+                let (target, focus) = match reading {
+                    Reading::Pair => (query.target, query.focus),
+                    Reading::Text => (None, None),
                 };
                 let encoded = self
                     .encoder
-                    .encode_raw(target, query.text)
+                    .encode_around_raw(target, query.text, focus)
                     .map_err(|source| Error::Tokenize { index, source })?;
                 Ok(Job {
                     query: index,

@@ -429,6 +429,7 @@ fn write_predictions(
         .map(|r| Query {
             text: &r.text,
             target: r.target.as_deref(),
+            focus: None,
         })
         .collect();
     let predictions = classifier.classify(&queries).map_err(|e| match &e {

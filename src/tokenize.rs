@@ -40,6 +40,8 @@ pub struct TextEncoder {
     texts: Tokenizer,
     pairs: Tokenizer,
     long_target_pairs: Tokenizer,
+    /// No truncation, byte offsets: finds where to cut a long text around a mention.
+    untruncated: Tokenizer,
     max_length: usize,
 }
 
@@ -102,6 +104,12 @@ impl TextEncoder {
             texts: build(TruncationStrategy::LongestFirst)?,
             pairs: build(TruncationStrategy::OnlySecond)?,
             long_target_pairs: build(TruncationStrategy::LongestFirst)?,
+            untruncated: {
+                let mut t = tokenizer.clone();
+                t.with_padding(None);
+                t.with_truncation(None).map_err(load_error)?;
+                t
+            },
             max_length,
         })
     }
@@ -146,6 +154,101 @@ impl TextEncoder {
 }
 
 impl TextEncoder {
+    /// Tokenizes like [`TextEncoder::encode`], but a text too long for the limit is cut around
+    /// `focus` (a byte span of `text`; `None`: the target's first occurrence in it) rather than
+    /// at its end, so the target's mention stays in what the model reads.
+    ///
+    /// ```
+    /// # fn main() -> standpoint::Result<()> {
+    /// let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-bert");
+    /// let encoder = standpoint::TextEncoder::from_file(&dir.join("tokenizer.json"), 16)?;
+    /// let text = "one two three four five six seven eight nine ten eleven twelve NATO refused";
+    /// let start = text.find("NATO").unwrap();
+    /// let cut = encoder.encode(Some("NATO"), text)?;
+    /// let around = encoder.encode_around(Some("NATO"), text, Some((start, start + 4)))?;
+    /// let nato = encoder.encode(None, "NATO")?.ids[1];
+    /// assert_eq!(cut.ids.iter().filter(|&&id| id == nato).count(), 1, "only the target's");
+    /// assert_eq!(around.ids.iter().filter(|&&id| id == nato).count(), 2, "and the mention");
+    /// assert!(around.len() <= 16);
+    /// # Ok(()) }
+    /// ```
+    pub fn encode_around(
+        &self,
+        target: Option<&str>,
+        text: &str,
+        focus: Option<(usize, usize)>,
+    ) -> Result<Encoded> {
+        self.encode_around_raw(target, text, focus)
+            .map_err(|source| Error::Tokenize { index: 0, source })
+    }
+
+    /// [`TextEncoder::encode_around`] with the tokenizers crate's error.
+    pub(crate) fn encode_around_raw(
+        &self,
+        target: Option<&str>,
+        text: &str,
+        focus: Option<(usize, usize)>,
+    ) -> Result<Encoded, tokenizers::Error> {
+        let encoded = self.encode_raw(target, text)?;
+        let Some(target) = target else {
+            return Ok(encoded);
+        };
+        if encoded.len() < self.max_length {
+            return Ok(encoded);
+        }
+        let Some((start, end)) = focus.or_else(|| find_ascii_case_insensitive(text, target)) else {
+            return Ok(encoded);
+        };
+        let end = end.min(text.len());
+        if start >= end || !text.is_char_boundary(start) || !text.is_char_boundary(end) {
+            return Ok(encoded);
+        }
+        // Bound the work on a huge text: a window of the pre-cut's size on each side.
+        let reach = self.max_length.saturating_mul(CHARS_PER_TOKEN_BOUND);
+        let from_byte = text[..start.min(text.len())]
+            .char_indices()
+            .rev()
+            .nth(reach)
+            .map_or(0, |(i, _)| i);
+        let text = &text[from_byte..];
+        let (start, end) = (start - from_byte, end - from_byte);
+        let text = match text.char_indices().nth(2 * reach) {
+            Some((cut, _)) => &text[..cut],
+            None => text,
+        };
+        let specials = self
+            .pairs
+            .get_post_processor()
+            .map_or(0, |p| p.added_tokens(true));
+        let target_tokens = self.untruncated.encode(target, false)?.len();
+        // Tokens of the text that fit beside the target and the special tokens.
+        let budget = self.max_length.saturating_sub(specials + target_tokens);
+        let full = self.untruncated.encode(text, false)?;
+        let offsets = full.get_offsets();
+        if budget == 0 || offsets.len() <= budget {
+            return Ok(encoded);
+        }
+        let first = offsets.iter().position(|o| o.1 > start).unwrap_or(0);
+        let last = offsets
+            .iter()
+            .rposition(|o| o.0 < end)
+            .unwrap_or(first)
+            .max(first);
+        if from_byte == 0 && last < budget {
+            return Ok(encoded);
+        }
+        let span = last - first + 1;
+        let from = if span >= budget {
+            first
+        } else {
+            first
+                .saturating_sub((budget - span) / 2)
+                .min(offsets.len() - budget)
+        };
+        let to = (from + budget).min(offsets.len()) - 1;
+        self.encode_raw(Some(target), &text[offsets[from].0..offsets[to].1])
+    }
+
     /// Cuts `text` to a length that still yields more than `max_length` tokens, so a
     /// multi-megabyte input costs no more to tokenize than a long paragraph. A token spans at
     /// most [`CHARS_PER_TOKEN_BOUND`] characters in practice (WordPiece maps longer words to
@@ -157,6 +260,17 @@ impl TextEncoder {
             None => text,
         }
     }
+}
+
+/// The byte span of the first ASCII-case-insensitive occurrence of `needle` in `haystack`.
+fn find_ascii_case_insensitive(haystack: &str, needle: &str) -> Option<(usize, usize)> {
+    let (h, n) = (haystack.as_bytes(), needle.as_bytes());
+    if n.is_empty() || n.len() > h.len() {
+        return None;
+    }
+    (0..=h.len() - n.len())
+        .find(|&i| haystack.is_char_boundary(i) && h[i..i + n.len()].eq_ignore_ascii_case(n))
+        .map(|i| (i, i + n.len()))
 }
 
 /// Upper bound on the characters one token covers, used by the pre-cut of huge inputs.
@@ -187,4 +301,43 @@ pub fn pad_batch(
         token_type_ids: Tensor::from_vec(types, (batch, seq), device)?,
         attention_mask: Tensor::from_vec(mask, (batch, seq), device)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoder(max_length: usize) -> TextEncoder {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-bert");
+        TextEncoder::from_file(&dir.join("tokenizer.json"), max_length).unwrap()
+    }
+
+    fn count(encoded: &Encoded, id: u32) -> usize {
+        encoded.ids.iter().filter(|&&i| i == id).count()
+    }
+
+    #[test]
+    fn a_mention_past_the_pre_cut_of_a_huge_text_is_still_read() {
+        let encoder = encoder(32);
+        let nato = encoder.encode(None, "NATO").unwrap().ids[1];
+        let text = format!("{}NATO refused.", "word ".repeat(100_000));
+        let around = encoder.encode_around(Some("NATO"), &text, None).unwrap();
+        assert_eq!(count(&around, nato), 2, "the target and its mention");
+        assert!(around.len() <= 32);
+        let short = "NATO refused.";
+        assert_eq!(
+            encoder.encode_around(Some("NATO"), short, None).unwrap(),
+            encoder.encode(Some("NATO"), short).unwrap(),
+            "a text that fits is not touched"
+        );
+    }
+
+    #[test]
+    fn a_focus_off_char_boundaries_is_ignored() {
+        let encoder = encoder(16);
+        let text = format!("{}é NATO", "word ".repeat(40));
+        let bad = text.find('é').unwrap() + 1;
+        let got = encoder.encode_around(Some("NATO"), &text, Some((bad, bad + 2)));
+        assert_eq!(got.unwrap(), encoder.encode(Some("NATO"), &text).unwrap());
+    }
 }

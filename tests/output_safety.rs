@@ -594,3 +594,35 @@ fn a_quote_left_open_in_a_csv_is_refused_by_label_and_train_alike() {
     );
     assert!(stderr(&out).contains(&expected), "{}", stderr(&out));
 }
+
+#[test]
+fn a_sentence_longer_than_the_limit_is_cut_around_the_mention() {
+    let (tmp, model) = two_head_model();
+    let filler = "the committee met again and talked about the weather ".repeat(40);
+    let input = tmp.path().join("docs.jsonl");
+    let docs: Vec<String> = ["refused all cooperation", "welcomed the new offer"]
+        .iter()
+        .enumerate()
+        .map(|(i, end)| {
+            serde_json::json!({"id": i.to_string(), "text": format!("{filler}NATO {end}.")})
+                .to_string()
+        })
+        .collect();
+    std::fs::write(&input, docs.join("\n") + "\n").unwrap();
+    let output = tmp.path().join("rows.jsonl");
+    let out = standpoint(&label_args(&model, &input, &output));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&output)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["mention"], "NATO");
+    // Cut at its end, each sentence would read as the same filler: the words after the
+    // mention could not change the stance.
+    assert_ne!(
+        rows[0]["stance"]["probabilities"], rows[1]["stance"]["probabilities"],
+        "the text around the mention was not read"
+    );
+}

@@ -166,6 +166,8 @@ struct Located {
     text: String,
     start: usize,
     end: usize,
+    /// Byte span in the sentence, where a long sentence is cut around.
+    bytes: (usize, usize),
 }
 
 /// An actor to score in a sentence, and where it is mentioned (if it is).
@@ -298,6 +300,7 @@ impl<I: Iterator<Item = Result<Document>>> LabelStream<'_, I> {
                         text: sentence[m.start..m.end].to_string(),
                         start: start + before,
                         end: start + before + len,
+                        bytes: (m.start, m.end),
                     };
                     (actor, Some(located))
                 })
@@ -345,8 +348,12 @@ impl<I: Iterator<Item = Result<Document>>> LabelStream<'_, I> {
             });
             let mut pair_slots = Vec::new();
             if has_pair_heads {
-                for (actor, _) in &p.actors {
-                    queries.push(Query::pair(names[*actor], &p.text));
+                for (actor, mention) in &p.actors {
+                    let query = Query::pair(names[*actor], &p.text);
+                    queries.push(match mention {
+                        Some(m) => query.with_focus(m.bytes.0, m.bytes.1),
+                        None => query,
+                    });
                     pair_slots.push(queries.len() - 1);
                 }
             }

@@ -64,8 +64,9 @@ pub fn build_items(
                 Reading::Pair => example.target.as_deref(),
                 Reading::Text => None,
             };
+            // Cut like inference does: a long text around the target's mention.
             let encoded = encoder
-                .encode(target, &example.text)
+                .encode_around(target, &example.text, None)
                 .map_err(|e| Error::Record {
                     source_name: sources[example.source].path.display().to_string(),
                     line: example.line,

@@ -50,6 +50,7 @@ impl Case {
             .map(|(i, text)| standpoint::Query {
                 text,
                 target: self.targets.as_ref().map(|t| t[i].as_str()),
+                focus: None,
             })
             .collect()
     }
