@@ -126,7 +126,7 @@ struct LabelArgs {
     /// Most padded tokens per encoder pass.
     #[arg(long, default_value_t = 4096)]
     batch_tokens: usize,
-    /// Sentences classified per window (memory bound).
+    /// Sentences classified, and checkpointed, per window (memory bound; long documents too).
     #[arg(long, default_value_t = 1024)]
     window: usize,
     /// Token limit per input (default: the model's).

@@ -626,3 +626,38 @@ fn a_sentence_longer_than_the_limit_is_cut_around_the_mention() {
         "the text around the mention was not read"
     );
 }
+
+#[test]
+fn a_document_longer_than_a_window_is_checkpointed_inside() {
+    let (tmp, model) = two_head_model();
+    let dir = tmp.path();
+    let text: String = (0..12)
+        .map(|i| format!("NATO rejected proposal number {i}. "))
+        .collect();
+    let input = dir.join("one.jsonl");
+    std::fs::write(
+        &input,
+        serde_json::json!({"id": "long", "text": text}).to_string() + "\n",
+    )
+    .unwrap();
+    let output = dir.join("rows.jsonl");
+    let out = standpoint_with_env(
+        &label_args(&model, &input, &output),
+        &[(standpoint::label::output::ABORT_AFTER_CHECKPOINTS_ENV, "2")],
+    );
+    assert!(!out.status.success(), "the failpoint did not fire");
+    let progress: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("rows.jsonl.progress.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        progress["position"],
+        serde_json::json!({"document": 0, "sentence": 4}),
+        "two windows of two sentences done inside the one document"
+    );
+    let out = resume(&model, &input, &output, &[]);
+    assert_reference_rows(&out, &output, &model, &input);
+    assert_eq!(
+        std::fs::read_to_string(&output).unwrap().lines().count(),
+        12
+    );
+}

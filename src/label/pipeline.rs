@@ -203,7 +203,7 @@ impl<I: Iterator<Item = Result<Document>>> Iterator for LabelStream<'_, I> {
             if let Some(event) = self.ready.pop_front() {
                 return Some(Ok(event));
             }
-            if self.done {
+            if self.done && self.pending.is_empty() {
                 return None;
             }
             if let Err(e) = self.fill() {
@@ -215,9 +215,10 @@ impl<I: Iterator<Item = Result<Document>>> Iterator for LabelStream<'_, I> {
 }
 
 impl<I: Iterator<Item = Result<Document>>> LabelStream<'_, I> {
-    /// Reads documents until a window is full (or the input ends), then classifies it.
+    /// Reads documents until a window is full (or the input ends), then classifies one window:
+    /// a document longer than a window is classified, and checkpointed, a window at a time.
     fn fill(&mut self) -> Result<()> {
-        while self.pending.len() < self.labeller.options.window {
+        while !self.done && self.pending.len() < self.labeller.options.window {
             let Some(next) = self.documents.next() else {
                 self.done = true;
                 if self.ordinal < self.from.document {
@@ -336,7 +337,8 @@ impl<I: Iterator<Item = Result<Document>>> LabelStream<'_, I> {
             .iter()
             .map(|a| a.name.as_str())
             .collect();
-        let pending = std::mem::take(&mut self.pending);
+        let take = self.pending.len().min(labeller.options.window.max(1));
+        let pending: Vec<Pending> = self.pending.drain(..take).collect();
 
         // One text query per sentence, one pair query per (sentence, actor).
         let mut queries: Vec<Query> = Vec::new();
