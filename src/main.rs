@@ -597,11 +597,12 @@ fn label(args: &LabelArgs) -> Result<()> {
     let counts = output.finish()?;
     bar.finish();
     let seconds = started.elapsed().as_secs_f64();
-    let sentences = counts.sentences - before.sentences;
+    let sentences = counts.sentences_read - before.sentences_read;
     eprintln!(
-        "labelled {} documents, {} sentences, {} rows in {seconds:.1} s ({:.1} sentences/s){}",
+        "labelled {} documents, {} sentences ({} read), {} rows in {seconds:.1} s ({:.1} sentences/s){}",
         counts.documents,
         counts.sentences,
+        counts.sentences_read,
         counts.rows,
         sentences as f64 / seconds.max(1e-9),
         if counts.skipped > 0 {
@@ -808,8 +809,25 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", report(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each cause once: the library's messages already quote their
+/// source (`PATH: No such file or directory`), so a cause already in the text is not repeated.
+fn report(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause = cause.to_string();
+        if text.contains(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
 }

@@ -379,3 +379,68 @@ fn unknown_csv_column_is_a_clear_error() {
     );
     assert_eq!(rows(&String::from_utf8(out.stdout).unwrap()).len(), 1);
 }
+
+#[test]
+fn mentions_only_runs_no_model_on_sentences_without_an_actor() {
+    use standpoint::label::documents::Document;
+    use standpoint::label::pipeline::{Event, LabelOptions, Labeller};
+    let (_tmp, model) = two_head_model();
+    let classifier = load(&model).unwrap();
+    let actors = ActorSet::from_names(&["NATO".to_string()]).unwrap();
+    let options = LabelOptions {
+        unmatched_rows: false,
+        ..LabelOptions::default()
+    };
+    let labeller = Labeller::new(&classifier, &actors, options);
+    let docs = vec![
+        Ok(Document {
+            id: "a".into(),
+            text: "The weather was fine. Rain fell again.".into(),
+        }),
+        Ok(Document {
+            id: "b".into(),
+            text: "NATO refused talks. Snow came.".into(),
+        }),
+    ];
+    let (mut read, mut classified, mut rows) = (0, 0, 0);
+    for event in labeller.stream(docs.into_iter(), Default::default()) {
+        match event.unwrap() {
+            Event::Read {
+                sentences,
+                classified: c,
+            } => {
+                read += sentences;
+                classified += c;
+            }
+            Event::Row(_) => rows += 1,
+            _ => {}
+        }
+    }
+    assert_eq!((read, classified, rows), (4, 1, 1));
+
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("docs.jsonl");
+    std::fs::write(
+        &input,
+        "{\"id\": \"a\", \"text\": \"The weather was fine. Rain fell again.\"}\n{\"id\": \"b\", \"text\": \"NATO refused talks. Snow came.\"}\n",
+    )
+    .unwrap();
+    let output = tmp.path().join("rows.jsonl");
+    let out = label(
+        &model,
+        &[
+            input.to_str().unwrap(),
+            "--actor",
+            "NATO",
+            "--mentions-only",
+            "--output",
+            output.to_str().unwrap(),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("labelled 1 documents, 1 sentences (4 read), 1 rows"),
+        "{stderr}"
+    );
+}

@@ -661,3 +661,15 @@ fn a_document_longer_than_a_window_is_checkpointed_inside() {
         12
     );
 }
+
+#[test]
+fn an_os_error_is_reported_once() {
+    let (tmp, model) = two_head_model();
+    let input = docs(tmp.path());
+    let output = tmp.path().join("no-such-folder/rows.jsonl");
+    let out = standpoint(&label_args(&model, &input, &output));
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("no-such-folder"), "{err}");
+    assert_eq!(err.matches("os error 2").count(), 1, "{err}");
+}

@@ -64,8 +64,11 @@ pub enum OnError {
 pub struct Counts {
     /// Rows written.
     pub rows: usize,
-    /// Sentences labelled.
+    /// Sentences labelled (with at least one row).
     pub sentences: usize,
+    /// Sentences read, rows or not.
+    #[serde(default)]
+    pub sentences_read: usize,
     /// Documents that produced at least one row.
     pub documents: usize,
     /// Records skipped.
@@ -654,6 +657,10 @@ impl LabelOutput {
         match event {
             Event::Row(row) => self.row(&row),
             Event::Skipped { document, error } => self.skipped(document, error),
+            Event::Read { sentences, .. } => {
+                self.counts.sentences_read += sentences;
+                Ok(())
+            }
             Event::Checkpoint(position) => self.checkpoint(position),
         }
     }

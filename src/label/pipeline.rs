@@ -74,6 +74,13 @@ pub enum Event {
         /// What was wrong, naming source and line.
         error: Error,
     },
+    /// Sentences read since the last checkpoint, rows or not (the next checkpoint covers them).
+    Read {
+        /// How many.
+        sentences: usize,
+        /// How many of them went through the model (those that get a row).
+        classified: usize,
+    },
     /// Everything before this position has been emitted.
     Checkpoint(Position),
 }
@@ -344,7 +351,9 @@ impl<I: Iterator<Item = Result<Document>>> LabelStream<'_, I> {
         let mut queries: Vec<Query> = Vec::new();
         let mut slots: Vec<(Option<usize>, Vec<usize>)> = Vec::with_capacity(pending.len());
         for p in &pending {
-            let text_slot = has_text_heads.then(|| {
+            // A sentence that gets no row (no actor, no unmatched rows) costs no model work.
+            let gets_row = !p.actors.is_empty() || labeller.options.unmatched_rows;
+            let text_slot = (has_text_heads && gets_row).then(|| {
                 queries.push(Query::text(&p.text));
                 queries.len() - 1
             });
@@ -364,6 +373,13 @@ impl<I: Iterator<Item = Result<Document>>> LabelStream<'_, I> {
         let predictions = labeller.classifier.classify_each(&queries)?;
 
         let mut last = Position::default();
+        self.ready.push_back(Event::Read {
+            sentences: pending.len(),
+            classified: slots
+                .iter()
+                .filter(|(text, pairs)| text.is_some() || !pairs.is_empty())
+                .count(),
+        });
         for (p, (text_slot, pair_slots)) in pending.into_iter().zip(slots) {
             let sentence_heads = text_slot.map(|i| &predictions[i]);
             let row = |actor: Option<(usize, &Option<Located>)>, pair: Option<usize>| {
