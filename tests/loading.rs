@@ -474,3 +474,37 @@ fn checkpoint_without_prefix_but_with_heads_loads() {
     let want = probabilities(&load(&fixture("tiny-bert")).unwrap(), &sample_queries());
     assert_eq!(got, want);
 }
+
+#[test]
+fn a_config_asking_for_huge_sizes_is_refused_without_allocating_them() {
+    let (_tmp, dir) = copy_fixture("tiny-bert");
+    edit_config(&dir, |c| {
+        c["intermediate_size"] = serde_json::json!(u64::MAX)
+    });
+    let e = refusal(&dir, "a 2^64 layer width is refused");
+    assert!(
+        e.contains("intermediate_size") && e.contains("largest size"),
+        "{e}"
+    );
+    // Within the bounds but unlike the weights: a shape error, not 2 GB of stand-ins.
+    edit_config(&dir, |c| {
+        c["intermediate_size"] = serde_json::json!(37);
+        c["vocab_size"] = serde_json::json!(4_000_000);
+    });
+    let e = refusal(&dir, "a vocabulary unlike the weights");
+    assert!(e.contains("expected [4000000, 32]"), "{e}");
+    edit_config(&dir, |c| {
+        c["vocab_size"] = serde_json::json!(138);
+        c["layer_norm_eps"] = serde_json::json!(-1.0);
+    });
+    let e = refusal(&dir, "a negative epsilon");
+    assert!(e.contains("layer_norm_eps"), "{e}");
+}
+
+/// The error that loading `dir` must give.
+fn refusal(dir: &std::path::Path, what: &str) -> String {
+    match load(dir) {
+        Ok(_) => panic!("loaded: {what}"),
+        Err(e) => e.to_string(),
+    }
+}

@@ -317,6 +317,14 @@ impl ModelConfig {
     }
 }
 
+/// Bounds on config sizes, each far past any released encoder (vocabularies reach ~250k,
+/// widths ~16k, depths ~100).
+const MAX_VOCAB: usize = 1 << 22;
+const MAX_WIDTH: usize = 1 << 17;
+const MAX_LAYERS: usize = 1 << 10;
+const MAX_POSITIONS: usize = 1 << 20;
+const MAX_TYPES: usize = 1 << 10;
+
 fn validate_heads(heads: &[HeadSpec], path: &Path) -> Result<()> {
     for (i, head) in heads.iter().enumerate() {
         if head.name.is_empty() {
@@ -398,10 +406,36 @@ impl Keys<'_> {
         }
     }
 
+    fn bounded(&self, key: &str, default: Option<usize>, limit: usize) -> Result<usize> {
+        let n = self.usize_or(key, default)?;
+        if n > limit {
+            return Err(Error::config(
+                self.path,
+                key,
+                format!("{n} is past the largest size accepted ({limit})"),
+            ));
+        }
+        Ok(n)
+    }
+
     fn positive(&self, key: &str, default: Option<usize>) -> Result<usize> {
         let n = self.usize_or(key, default)?;
         if n == 0 {
             return Err(Error::config(self.path, key, "must be positive"));
+        }
+        Ok(n)
+    }
+
+    /// A positive size of at most `limit`: far past any real encoder, a bound that keeps a
+    /// corrupted config from asking for terabytes before its weights are checked.
+    fn dimension(&self, key: &str, default: Option<usize>, limit: usize) -> Result<usize> {
+        let n = self.positive(key, default)?;
+        if n > limit {
+            return Err(Error::config(
+                self.path,
+                key,
+                format!("{n} is past the largest size accepted ({limit})"),
+            ));
         }
         Ok(n)
     }
@@ -426,6 +460,15 @@ impl Keys<'_> {
                 .ok_or_else(|| Error::config(self.path, key, "expected a number")),
             None => Ok(default),
         }
+    }
+
+    /// A layer-norm epsilon: positive and below 1.
+    fn epsilon(&self, key: &str, default: f64) -> Result<f64> {
+        let eps = self.float(key, default)?;
+        if !(eps > 0.0 && eps < 1.0) {
+            return Err(Error::config(self.path, key, "must be in (0, 1)"));
+        }
+        Ok(eps)
     }
 
     fn activation(&self, key: &str) -> Result<Activation> {
@@ -469,18 +512,22 @@ impl Keys<'_> {
         };
         let config = EncoderConfig {
             architecture,
-            vocab_size: self.positive("vocab_size", None)?,
-            hidden_size: self.positive("hidden_size", None)?,
-            num_layers: self.positive("num_hidden_layers", None)?,
-            num_heads: self.positive("num_attention_heads", None)?,
-            intermediate_size: self.positive("intermediate_size", None)?,
+            vocab_size: self.dimension("vocab_size", None, MAX_VOCAB)?,
+            hidden_size: self.dimension("hidden_size", None, MAX_WIDTH)?,
+            num_layers: self.dimension("num_hidden_layers", None, MAX_LAYERS)?,
+            num_heads: self.dimension("num_attention_heads", None, MAX_WIDTH)?,
+            intermediate_size: self.dimension("intermediate_size", None, MAX_WIDTH)?,
             activation: self.activation("hidden_act")?,
             hidden_dropout,
             attention_dropout: self.probability("attention_probs_dropout_prob", 0.1)?,
             classifier_dropout,
-            max_position_embeddings: self.positive("max_position_embeddings", Some(512))?,
-            type_vocab_size: self.usize_or("type_vocab_size", Some(2))?,
-            layer_norm_eps: self.float("layer_norm_eps", 1e-12)?,
+            max_position_embeddings: self.dimension(
+                "max_position_embeddings",
+                Some(512),
+                MAX_POSITIONS,
+            )?,
+            type_vocab_size: self.bounded("type_vocab_size", Some(2), MAX_TYPES)?,
+            layer_norm_eps: self.epsilon("layer_norm_eps", 1e-12)?,
             pad_token_id: self.usize_or("pad_token_id", Some(default_pad))? as u32,
         };
         self.check_shapes(&config, "hidden_size", "num_attention_heads")?;
@@ -497,16 +544,20 @@ impl Keys<'_> {
     fn distilbert(&self) -> Result<EncoderConfig> {
         let config = EncoderConfig {
             architecture: Architecture::DistilBert,
-            vocab_size: self.positive("vocab_size", None)?,
-            hidden_size: self.positive("dim", None)?,
-            num_layers: self.positive("n_layers", None)?,
-            num_heads: self.positive("n_heads", None)?,
-            intermediate_size: self.positive("hidden_dim", None)?,
+            vocab_size: self.dimension("vocab_size", None, MAX_VOCAB)?,
+            hidden_size: self.dimension("dim", None, MAX_WIDTH)?,
+            num_layers: self.dimension("n_layers", None, MAX_LAYERS)?,
+            num_heads: self.dimension("n_heads", None, MAX_WIDTH)?,
+            intermediate_size: self.dimension("hidden_dim", None, MAX_WIDTH)?,
             activation: self.activation("activation")?,
             hidden_dropout: self.probability("dropout", 0.1)?,
             attention_dropout: self.probability("attention_dropout", 0.1)?,
             classifier_dropout: self.probability("seq_classif_dropout", 0.2)?,
-            max_position_embeddings: self.positive("max_position_embeddings", Some(512))?,
+            max_position_embeddings: self.dimension(
+                "max_position_embeddings",
+                Some(512),
+                MAX_POSITIONS,
+            )?,
             type_vocab_size: 0,
             layer_norm_eps: 1e-12,
             pad_token_id: self.usize("pad_token_id").unwrap_or(0) as u32,

@@ -71,7 +71,9 @@ impl SimpleBackend for Recorder {
         dev: &Device,
     ) -> candle_core::Result<Tensor> {
         let ckpt = &self.0;
-        let placeholder = || Tensor::zeros(shape.clone(), dtype, dev);
+        // A stand-in so loading goes on to report every problem: one zero broadcast to the
+        // shape, never the memory of a shape the checkpoint does not have.
+        let placeholder = || Tensor::zeros((), dtype, dev)?.broadcast_as(shape.clone());
         let Some(stored) = ckpt.stored_name.get(name) else {
             ckpt.problem(Problem::Missing(name.to_string()));
             return placeholder();
