@@ -5,7 +5,7 @@
 //! must return `Ok` or a typed error, never panic or loop; what it accepts must be sane.
 //!
 //! CI runs proptest's default 256 cases per reader (`PROPTEST_CASES` changes it); the longer
-//! run of the closing note: `PROPTEST_CASES=20000 cargo test --release --test fuzz_readers`.
+//! run of the closing note: `PROPTEST_CASES=20000 cargo test --test fuzz_readers`.
 
 mod common;
 
