@@ -138,7 +138,7 @@ fn peak_matmul(mode: &str) -> standpoint::Result<f64> {
         times[1]
     };
     let seconds = if mode == "int8" {
-        let layer = standpoint::model::int8::Int8Linear::new(&values, &bias, square, square);
+        let layer = standpoint::cpu::int8::Int8Linear::new(&values, &bias, square, square);
         median_seconds(&mut || {
             std::hint::black_box(layer.forward(&values));
         })
@@ -151,7 +151,7 @@ fn peak_matmul(mode: &str) -> standpoint::Result<f64> {
             });
         });
         general_result?;
-        match standpoint::model::packed::PackedLinear::new(&values, &bias, square, square) {
+        match standpoint::cpu::panels::PackedLinear::new(&values, &bias, square, square) {
             Some(packed) => general.min(median_seconds(&mut || {
                 std::hint::black_box(packed.forward(&values));
             })),
@@ -238,9 +238,9 @@ fn main() -> standpoint::Result<()> {
             ..ClassifierOptions::default()
         };
         let kernel = if mode == "int8" {
-            standpoint::model::int8::kernel_name()
+            standpoint::cpu::int8::kernel_name()
         } else {
-            standpoint::model::packed::kernel_name()
+            standpoint::cpu::panels::kernel_name()
         };
         println!("RESULT system=standpoint mode={mode} kernel={kernel}");
         let load_start = Instant::now();

@@ -1,6 +1,6 @@
 //! Time per op kind of one encoder layer at the corpus's typical batch shape, with the
 //! matrix-multiply rate each linear layer reaches, so optimisation starts from measurements.
-//! Uses the same `standpoint::model::ops` functions as the model; weights are random.
+//! Uses the same `standpoint::cpu::ops` functions as the model; weights are random.
 //!
 //! `cargo bench --bench ops -- [--batch 32] [--seq 36] [--hidden 384] [--ffn 1536] [--heads 12] [--reps 20]`
 
@@ -14,9 +14,9 @@ use common::arg;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Module, Result, Tensor};
+use standpoint::cpu::ops;
+use standpoint::cpu::panels::PackedLinear;
 use standpoint::model::config::Activation;
-use standpoint::model::ops;
-use standpoint::model::packed::PackedLinear;
 
 /// Median seconds of `reps` calls of `f` after one warm-up call.
 fn time(reps: usize, mut f: impl FnMut() -> Result<Tensor>) -> Result<f64> {
@@ -177,7 +177,7 @@ fn main() -> Result<()> {
         gemm(2048, 2048, 2048) / peak / 1e9
     );
     let values: Vec<f32> = big.flatten_all()?.to_vec1()?;
-    let int8_square = standpoint::model::int8::Int8Linear::new(&values, &[0.0; 2048], 2048, 2048);
+    let int8_square = standpoint::cpu::int8::Int8Linear::new(&values, &[0.0; 2048], 2048, 2048);
     let int8_peak = time(5, || {
         Tensor::from_vec(int8_square.forward(&values), (2048, 2048), &Device::Cpu)
     })?;
@@ -188,7 +188,7 @@ fn main() -> Result<()> {
 
     // Int8 (per-channel weights, per-row activations): candle's Q8_0 blocks and our VNNI kernel.
     use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-    use standpoint::model::int8::Int8Linear;
+    use standpoint::cpu::int8::Int8Linear;
     let flat = wide.reshape((tokens, ffn))?;
     let narrow = x.reshape((tokens, hidden))?;
     for (name, layer, input, k) in [

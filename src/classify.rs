@@ -8,11 +8,12 @@ use ndarray::Array2;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::cpu::ops;
 use crate::error::{Error, Result};
 use crate::hub::{self, ModelSource, ResolveOptions};
 use crate::model::config::config_path;
 use crate::model::weights::{self, LoadReport};
-use crate::model::{Architecture, HeadInput, HeadSpec, Model, ModelConfig, Reading, heads, ops};
+use crate::model::{Architecture, HeadInput, HeadSpec, Model, ModelConfig, Reading, heads};
 use crate::tokenize::{Encoded, TextEncoder, pad_batch};
 
 /// How to load and run a classifier.

@@ -26,6 +26,7 @@
 pub mod allocator;
 pub mod calibration;
 pub mod classify;
+pub mod cpu;
 pub mod delimited;
 pub mod error;
 pub mod eval;

@@ -48,16 +48,7 @@ impl std::fmt::Display for Architecture {
     }
 }
 
-/// Feed-forward activation (`hidden_act` / `activation`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Activation {
-    /// Exact GELU with erf, what transformers calls `"gelu"`.
-    Gelu,
-    /// The tanh approximation (`"gelu_new"`, `"gelu_pytorch_tanh"`, `"gelu_fast"`).
-    GeluTanh,
-    /// `"relu"`.
-    Relu,
-}
+pub use crate::cpu::ops::Activation;
 
 /// Encoder hyper-parameters, normalised across architectures.
 #[derive(Debug, Clone, PartialEq)]

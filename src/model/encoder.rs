@@ -10,8 +10,8 @@ use candle_nn::VarBuilder;
 
 use super::config::{Architecture, EncoderConfig};
 use super::layers::{LayerNorm, Linear, embedding, linear};
-use super::ops;
-use super::packing::TokenPacking;
+use crate::cpu::ops;
+use crate::cpu::unpad::TokenPacking;
 
 /// Tensor names of one layer, relative to the layer's prefix.
 struct LayerNames {

@@ -9,7 +9,7 @@ use candle_nn::VarBuilder;
 
 use super::config::{HeadPooling, HeadSpec};
 use super::layers::{Linear, linear};
-use super::ops;
+use crate::cpu::ops;
 
 /// BERT's pooler: dense + tanh on the first token. Shared by every `Pooler` head.
 #[derive(Debug, Clone)]

@@ -7,9 +7,9 @@ use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
 use super::config::Activation;
-use super::int8::Int8Linear;
-use super::ops;
-use super::packed::PackedLinear;
+use crate::cpu::int8::Int8Linear;
+use crate::cpu::ops;
+use crate::cpu::panels::PackedLinear;
 
 /// Standard deviation of fresh weights, as transformers' `initializer_range`.
 pub const INIT_STD: f64 = 0.02;

@@ -6,12 +6,7 @@
 pub mod config;
 pub mod encoder;
 pub mod heads;
-pub mod int8;
-mod kernels;
 pub mod layers;
-pub mod ops;
-pub mod packed;
-pub mod packing;
 pub mod weights;
 
 use candle_core::{Result, Tensor};

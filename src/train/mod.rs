@@ -19,11 +19,12 @@ use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 
 use crate::classify::parse_device;
+use crate::cpu::ops;
 use crate::error::{Error, Result};
 use crate::hub::{self, ResolveOptions};
 use crate::model::config::config_path;
 use crate::model::weights::{self, weights_path};
-use crate::model::{HeadInput, HeadPooling, HeadSpec, Model, ModelConfig, ops};
+use crate::model::{HeadInput, HeadPooling, HeadSpec, Model, ModelConfig};
 use crate::tokenize::TextEncoder;
 use checkpoint::{EpochRecord, ResumeFiles, ResumeState, save_model, write_atomic};
 use data::{DataSource, FieldMap, LabelSchema, encode_labels, read_sources};

@@ -12,8 +12,8 @@ use std::path::Path;
 use candle_core::{CpuStorage, DType, Layout, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
+use crate::cpu::ops::{contiguous_f32, contiguous_f32_mut};
 use crate::error::{Error, Result};
-use crate::model::ops::{contiguous_f32, contiguous_f32_mut};
 
 /// Hyper-parameters of AdamW.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

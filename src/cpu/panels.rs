@@ -208,7 +208,7 @@ unsafe impl Sync for Output {}
 /// `"avx512-packed"` (weights packed at load) or `"gemm"` (the general matrix multiply).
 ///
 /// ```
-/// let kernel = standpoint::model::packed::kernel_name();
+/// let kernel = standpoint::cpu::panels::kernel_name();
 /// assert!(["avx512-packed", "gemm"].contains(&kernel));
 /// ```
 pub fn kernel_name() -> &'static str {

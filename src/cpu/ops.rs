@@ -13,8 +13,18 @@ use candle_core::{D, DType, Result, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::config::Activation;
 use super::kernels;
+
+/// Feed-forward activation (`hidden_act` / `activation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// Exact GELU with erf, what transformers calls `"gelu"`.
+    Gelu,
+    /// The tanh approximation (`"gelu_new"`, `"gelu_pytorch_tanh"`, `"gelu_fast"`).
+    GeluTanh,
+    /// `"relu"`.
+    Relu,
+}
 
 /// Additive bias for masked attention scores: large enough that `exp` underflows to 0
 /// in every float type, small enough not to overflow f16.
@@ -657,7 +667,7 @@ pub enum AttentionKeys {
     /// `(batch, 1, 1, seq)`, hides the padding.
     Padded(Tensor),
     /// Operands `(tokens, width)`: sequences of these lengths back to back, padding removed
-    /// (see [`super::packing::TokenPacking`]); every key is attended. f32 CPU tensors only.
+    /// (see [`super::unpad::TokenPacking`]); every key is attended. f32 CPU tensors only.
     Packed(Arc<[usize]>),
 }
 
@@ -1275,7 +1285,7 @@ impl candle_core::CustomOp1 for ColumnSums {
 }
 
 /// A dense layer prepared at load for CPU inference: weights packed for the f32 kernel
-/// ([`super::packed::PackedLinear`]) or quantized to int8 ([`super::int8::Int8Linear`]).
+/// ([`super::panels::PackedLinear`]) or quantized to int8 ([`super::int8::Int8Linear`]).
 pub trait PreparedLinear: std::fmt::Debug + Send + Sync + 'static {
     /// Names the kernel in errors.
     const NAME: &'static str;
@@ -1292,7 +1302,7 @@ pub trait PreparedLinear: std::fmt::Debug + Send + Sync + 'static {
     }
 }
 
-impl PreparedLinear for super::packed::PackedLinear {
+impl PreparedLinear for super::panels::PackedLinear {
     const NAME: &'static str = "packed-linear";
 
     fn in_features(&self) -> usize {

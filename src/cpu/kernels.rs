@@ -41,7 +41,7 @@ macro_rules! multiversion {
                     return unsafe { avx2($($arg),*) };
                 }
             }
-            generic::<{ $crate::model::kernels::NATIVE_FMA }>($($arg),*)
+            generic::<{ $crate::cpu::kernels::NATIVE_FMA }>($($arg),*)
         }
     };
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {

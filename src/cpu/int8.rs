@@ -401,7 +401,7 @@ multiversion! {
 /// environment rules out AMX.
 ///
 /// ```
-/// let kernel = standpoint::model::int8::kernel_name();
+/// let kernel = standpoint::cpu::int8::kernel_name();
 /// assert!(["amx-int8", "avx512-vnni", "scalar"].contains(&kernel));
 /// ```
 pub fn kernel_name() -> &'static str {
@@ -825,7 +825,7 @@ mod tests {
                     "{m}x{k}x{inner}x{n} {kernel:?}"
                 );
                 let mut gelu = up.forward_with(&x, kernel, false);
-                crate::model::kernels::gelu_erf_in_place(&mut gelu);
+                crate::cpu::kernels::gelu_erf_in_place(&mut gelu);
                 assert_eq!(hidden, gelu, "GELU in the scaling pass");
             }
         }

@@ -17,7 +17,7 @@ use candle_core::{DType, Result, Tensor};
 ///
 /// ```
 /// use candle_core::{Device, Tensor};
-/// use standpoint::model::packing::TokenPacking;
+/// use standpoint::cpu::unpad::TokenPacking;
 ///
 /// let mask = Tensor::new(&[[1u32, 1, 1], [1, 0, 0]], &Device::Cpu)?;
 /// let packing = TokenPacking::from_mask(&mask)?.expect("the second row is padded");
