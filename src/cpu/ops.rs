@@ -15,6 +15,14 @@ use rand_chacha::ChaCha8Rng;
 
 use super::kernels;
 
+/// Whether the fused CPU path applies: every tensor f32 and on the CPU. Elsewhere each op
+/// falls back to its composition of candle ops.
+pub fn fused(tensors: &[&Tensor]) -> bool {
+    tensors
+        .iter()
+        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
+}
+
 /// Feed-forward activation (`hidden_act` / `activation`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activation {
@@ -37,7 +45,7 @@ const MASKED_SCORE: f64 = -1.0e4;
 /// differentiable.
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
     let dtype = x.dtype();
-    if x.device().is_cpu() && [dtype, weight.dtype(), bias.dtype()] == [DType::F32; 3] {
+    if fused(&[x, weight, bias]) {
         return x.contiguous()?.apply_op3(
             &weight.contiguous()?,
             &bias.contiguous()?,
@@ -72,10 +80,7 @@ pub fn residual_layer_norm(
 ) -> Result<Tensor> {
     let tensors = [x, residual, weight, bias];
     let no_grad = !tensors.iter().any(|t| t.track_op());
-    let cpu_f32 = tensors
-        .iter()
-        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32);
-    if no_grad && cpu_f32 && x.shape() == residual.shape() {
+    if no_grad && fused(&tensors) && x.shape() == residual.shape() {
         let op = ResidualLayerNorm {
             bias: bias.clone(),
             eps: eps as f32,
@@ -282,7 +287,7 @@ impl candle_core::CustomOp3 for LayerNormGrad {
 /// activations with training-only behaviour can be added without touching the callers.
 pub fn activation(x: &Tensor, kind: Activation, _train: bool) -> Result<Tensor> {
     match kind {
-        Activation::Gelu if x.dtype() == DType::F32 && x.device().is_cpu() => {
+        Activation::Gelu if fused(&[x]) => {
             x.contiguous()?.apply_op1(GeluErf)
         }
         Activation::Gelu => x.gelu_erf(),
@@ -450,7 +455,7 @@ unsafe fn zip_rows_parallel(
 /// tensors (candle-nn's `softmax` takes five passes and allocations; its fused
 /// `softmax_last_dim` has no backward), with the backward `y ⊙ (g − Σ g⊙y)`.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    if x.dtype() == DType::F32 && x.device().is_cpu() {
+    if fused(&[x]) {
         x.contiguous()?.apply_op1(SoftmaxLastDim)
     } else {
         candle_nn::ops::softmax(x, D::Minus1)
@@ -536,7 +541,7 @@ pub fn dropout(x: &Tensor, p: f32, train: bool) -> Result<Tensor> {
         return Ok(x.clone());
     }
     let mask = dropout_mask(x.shape(), p, x.dtype(), x.device())?;
-    if x.device().is_cpu() && x.dtype() == DType::F32 {
+    if fused(&[x]) {
         return x.contiguous()?.apply_op2(&mask, ApplyDropout);
     }
     x * mask
@@ -709,7 +714,7 @@ pub fn self_attention(
     dropout_p: f32,
     train: bool,
 ) -> Result<Tensor> {
-    if q.dtype() == DType::F32 && q.device().is_cpu() {
+    if fused(&[q, k, v]) {
         let dropout = if train && dropout_p > 0.0 {
             let shape = keys.dropout_shape(q.shape(), heads)?;
             Some(dropout_mask(&shape, dropout_p, DType::F32, q.device())?)
@@ -1067,8 +1072,7 @@ pub fn linear_dropout(
     p: f32,
     train: bool,
 ) -> Result<Tensor> {
-    let fused = x.dtype() == DType::F32 && x.device().is_cpu() && weight.dtype() == DType::F32;
-    if !fused {
+    if !fused(&[x, weight, bias]) {
         let y = x.broadcast_matmul(&weight.t()?)?.broadcast_add(bias)?;
         return dropout(&y, p, train);
     }
@@ -1383,7 +1387,7 @@ pub fn feed_forward_prepared<L: PreparedLinear>(
 }
 
 fn prepared_op<L: PreparedLinear>(x: &Tensor, op: PreparedLinearOp<L>) -> Result<Tensor> {
-    if x.dtype() != DType::F32 || !x.device().is_cpu() {
+    if !fused(&[x]) {
         candle_core::bail!(
             "{} runs on f32 CPU tensors, not {:?} on {:?}",
             L::NAME,

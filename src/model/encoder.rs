@@ -264,7 +264,7 @@ impl Encoder {
     /// states are zero. Elsewhere every position is computed, padding masked in attention.
     pub fn forward_t(&self, input: &EncoderInput, train: bool) -> Result<Tensor> {
         let x = self.embeddings.forward(input, train)?;
-        let packing = if x.dtype() == DType::F32 && x.device().is_cpu() {
+        let packing = if ops::fused(&[&x]) {
             TokenPacking::from_mask(&input.attention_mask)?
         } else {
             None

@@ -40,7 +40,7 @@ impl Linear {
     /// Packs the f32 weights for CPU inference where the CPU has AVX-512 (elsewhere a no-op);
     /// the plain weights stay for training and export. Forward passes then carry no gradient.
     pub fn pack_f32(&mut self) -> Result<()> {
-        if self.weight.dtype() != DType::F32 || !self.weight.device().is_cpu() {
+        if !ops::fused(&[&self.weight]) {
             candle_core::bail!(
                 "packed layers run on f32 CPU weights, not {:?} on {:?}",
                 self.weight.dtype(),
