@@ -435,9 +435,7 @@ impl Kernel {
 
     fn best_without_amx() -> Self {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512vnni")
-        {
+        if super::features::detected().avx512_vnni {
             return Kernel::Vnni;
         }
         Kernel::Scalar
@@ -549,12 +547,7 @@ mod amx {
             if std::env::var_os("STANDPOINT_NO_AMX").is_some() {
                 return false;
             }
-            #[allow(unused_unsafe)] // `__cpuid_count` is safe in newer Rust
-            // SAFETY: CPUID leaf 7 exists on every x86-64 CPU with AVX-512, and reading it has
-            // no side effects; on older CPUs it reports zeros.
-            let leaf = unsafe { std::arch::x86_64::__cpuid_count(7, 0) };
-            let (tile, int8) = (leaf.edx & (1 << 24) != 0, leaf.edx & (1 << 25) != 0);
-            tile && int8 && request_tile_data()
+            crate::cpu::features::detected().amx_int8 && request_tile_data()
         })
     }
 

@@ -28,15 +28,12 @@ macro_rules! multiversion {
                 fn avx512($($arg: $ty),*) $(-> $ret)? { generic::<true>($($arg),*) }
                 #[target_feature(enable = "avx2,fma")]
                 fn avx2($($arg: $ty),*) $(-> $ret)? { generic::<true>($($arg),*) }
-                if std::arch::is_x86_feature_detected!("avx512f")
-                    && std::arch::is_x86_feature_detected!("avx512vl")
-                {
+                let features = $crate::cpu::features::detected();
+                if features.avx512vl && features.avx2_fma {
                     // SAFETY: the CPU supports every feature `avx512` is compiled for.
                     return unsafe { avx512($($arg),*) };
                 }
-                if std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
+                if features.avx2_fma {
                     // SAFETY: as above, for AVX2 and FMA.
                     return unsafe { avx2($($arg),*) };
                 }

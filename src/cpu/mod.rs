@@ -2,6 +2,7 @@
 //! at run time, prepared (panel-packed f32 and int8) dense layers, and padding removal. The
 //! network in [`crate::model`] calls these ops; nothing here knows the model.
 
+pub mod features;
 pub mod int8;
 mod kernels;
 pub mod ops;

@@ -287,9 +287,7 @@ impl candle_core::CustomOp3 for LayerNormGrad {
 /// activations with training-only behaviour can be added without touching the callers.
 pub fn activation(x: &Tensor, kind: Activation, _train: bool) -> Result<Tensor> {
     match kind {
-        Activation::Gelu if fused(&[x]) => {
-            x.contiguous()?.apply_op1(GeluErf)
-        }
+        Activation::Gelu if fused(&[x]) => x.contiguous()?.apply_op1(GeluErf),
         Activation::Gelu => x.gelu_erf(),
         Activation::GeluTanh => x.gelu(),
         Activation::Relu => x.relu(),

@@ -220,14 +220,7 @@ pub fn kernel_name() -> &'static str {
 }
 
 fn has_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    super::features::detected().avx512f
 }
 
 /// `sums[r] (+)= Σ_{p < depth} a[r · lda + p] · b[p]` for the rows of `sums` (at most
