@@ -3,13 +3,15 @@
 use crate::classify::Classifier;
 use crate::error::{Error, Result};
 use crate::metrics::EvalReport;
+use crate::output::write_atomic;
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use crate::calibration::{expected_calibration_error, fit_temperature, log_loss};
-use crate::train::data::{
+use crate::data::items::{Item, build_items, head_logits, report_from_logits};
+use crate::data::{
     DataSource, FieldMap, HeadLabels, LabelSchema, LabelledExample, encode_labels, read_sources,
 };
-use crate::train::items::{Item, build_items, head_logits, report_from_logits};
 
 /// Which fields of the data hold what; each head's labels are read from the field named
 /// like the head unless `head_fields` maps it elsewhere.
@@ -36,6 +38,12 @@ impl Default for EvalFields {
             only_labels: Vec::new(),
         }
     }
+}
+
+/// Writes an evaluation report as pretty JSON, atomically.
+pub fn write_report<T: serde::Serialize>(path: &Path, report: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(report).expect("plain JSON serialises");
+    write_atomic(path, text.as_bytes())
 }
 
 /// Accuracy, macro-F1, per-class scores and confusion matrices of every head of

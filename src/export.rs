@@ -8,9 +8,10 @@ use candle_nn::{VarBuilder, VarMap};
 
 use crate::error::{Error, Result};
 use crate::model::config::config_path;
+use crate::model::weights::save_model;
 use crate::model::weights::{load_into_varmap, weights_path};
 use crate::model::{Model, ModelConfig};
-use crate::train::checkpoint::{save_model, write_atomic};
+use crate::output::write_atomic;
 
 /// Files copied unchanged when present: the training record of a standpoint model.
 const PROVENANCE: [&str; 3] = ["training_config.json", "eval.json", "metrics.jsonl"];

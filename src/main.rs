@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
+use standpoint::data::jsonl::{JsonlQueries, QueryRecord};
 use standpoint::eval::{EvalFields, calibrate_files, evaluate_files, evaluate_files_per_target};
 use standpoint::hub::ResolveOptions;
 use standpoint::label::actors::ActorSet;
@@ -15,7 +16,6 @@ use standpoint::label::output::{LabelOutput, OnError, OutputFormat, RowFormatter
 use standpoint::label::pipeline::{Event, LabelOptions, Labeller, Position};
 use standpoint::metrics::PerTargetReport;
 use standpoint::output::Sink;
-use standpoint::records::{JsonlQueries, QueryRecord};
 use standpoint::train::{HeadPlan, TrainConfig};
 use standpoint::{
     Classifier, ClassifierOptions, HeadPooling, Prediction, Query, parse_device, parse_dtype,
@@ -408,7 +408,7 @@ fn classify(args: &ClassifyArgs) -> Result<()> {
                 eprintln!(
                     "warning: {name}: ignored fields {} (a query reads {})",
                     unknown.iter().cloned().collect::<Vec<_>>().join(", "),
-                    standpoint::records::QUERY_FIELDS.join(", ")
+                    standpoint::data::jsonl::QUERY_FIELDS.join(", ")
                 );
             }
         }
@@ -722,7 +722,7 @@ fn eval(args: &EvalArgs) -> Result<()> {
         write!(out, "{}", summary.render())?;
         out.flush()?;
         if let Some(path) = &args.report {
-            standpoint::train::write_report(path, &summary)?;
+            standpoint::eval::write_report(path, &summary)?;
         }
         return print_metrics(&args.metrics, |key| summary.metric(key));
     }
@@ -731,7 +731,7 @@ fn eval(args: &EvalArgs) -> Result<()> {
     writeln!(out, "{}", report.render())?;
     out.flush()?;
     if let Some(path) = &args.report {
-        standpoint::train::write_report(path, &report)?;
+        standpoint::eval::write_report(path, &report)?;
     }
     print_metrics(&args.metrics, |key| report.metric(key))
 }

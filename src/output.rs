@@ -290,3 +290,10 @@ pub(crate) fn parent_dir(path: &Path) -> &Path {
         _ => Path::new("."),
     }
 }
+
+/// Writes `bytes` to `path` atomically.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut file = AtomicFile::create(path)?;
+    file.write_all(bytes).map_err(|e| Error::io(path, e))?;
+    file.commit()
+}

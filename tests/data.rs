@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use standpoint::Error;
-use standpoint::train::data::{
+use standpoint::data::{
     DataFormat, DataSource, Example, FieldMap, HeadLabels, LabelSchema, encode_labels,
     label_counts, read_examples, read_sources,
 };

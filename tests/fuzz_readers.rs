@@ -16,11 +16,11 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 
 use common::*;
-use standpoint::delimited::DelimitedRecords;
+use standpoint::data::delimited::DelimitedRecords;
+use standpoint::data::jsonl::JsonlQueries;
+use standpoint::data::{DataSource, FieldMap, read_examples};
 use standpoint::label::documents::{DocumentFields, read_documents};
 use standpoint::label::output::{LabelOutput, OnError, OutputFormat, RowFormatter};
-use standpoint::records::JsonlQueries;
-use standpoint::train::data::{DataSource, FieldMap, read_examples};
 
 /// Bytes assembled from `fragments` and a few raw bytes.
 fn soup(fragments: &'static [&'static str]) -> impl Strategy<Value = Vec<u8>> {

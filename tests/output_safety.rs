@@ -488,7 +488,7 @@ fn non_finite_weights_are_refused_at_load_and_at_save() {
         candle_core::safetensors::load(dir.join("model.safetensors"), &candle_core::Device::Cpu)
             .unwrap();
     let target = dir.join("saved.safetensors");
-    let error = standpoint::train::checkpoint::save_tensors(&tensors, &target).unwrap_err();
+    let error = standpoint::model::weights::save_tensors(&tensors, &target).unwrap_err();
     assert!(
         matches!(error, standpoint::Error::NonFiniteWeights { .. }),
         "{error}"

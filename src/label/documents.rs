@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::delimited::DelimitedRecords;
+use crate::data::delimited::DelimitedRecords;
+use crate::data::jsonl::JsonlLines;
 use crate::error::{Error, Result};
-use crate::records::JsonlLines;
 
 /// One document.
 #[derive(Debug, Clone, PartialEq, Eq)]

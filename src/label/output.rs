@@ -24,8 +24,8 @@ use sha2::{Digest, Sha256};
 use super::pipeline::{Event, Position, Row};
 use crate::error::{Error, Result};
 use crate::model::HeadSpec;
+use crate::output::write_atomic;
 use crate::output::{Destination, open_write_through};
-use crate::train::checkpoint::write_atomic;
 
 /// Row format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

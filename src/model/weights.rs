@@ -12,11 +12,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
-use candle_nn::{Init, VarBuilder};
+use candle_nn::{Init, VarBuilder, VarMap};
 
 use super::Model;
 use super::config::ModelConfig;
 use crate::error::{Error, Result};
+use crate::output::write_atomic;
 
 /// What loading found beyond what the model needed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -455,6 +456,70 @@ pub fn load_into_varmap(
         .collect();
     report.unused.sort();
     Ok(report)
+}
+
+/// The variables of `varmap` in `dtype`, by name.
+pub fn varmap_tensors(varmap: &VarMap, dtype: DType) -> Result<HashMap<String, Tensor>> {
+    let vars = varmap
+        .data()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    vars.iter()
+        .map(|(name, var)| Ok((name.clone(), var.as_tensor().to_dtype(dtype)?)))
+        .collect()
+}
+
+/// Writes tensors as safetensors, atomically.
+pub fn save_tensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
+    let corrupt = |e: safetensors::SafeTensorError| Error::CorruptWeights {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let bytes = safetensors::serialize(tensors.iter().map(|(k, v)| (k.as_str(), v)), None)
+        .map_err(corrupt)?;
+    // The check loading does, on the bytes about to be written.
+    for (name, view) in safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(corrupt)?
+        .tensors()
+    {
+        if !all_finite(&view) {
+            return Err(Error::NonFiniteWeights {
+                path: path.to_path_buf(),
+                tensor: name,
+            });
+        }
+    }
+    write_atomic(path, &bytes)
+}
+
+/// Writes a complete model folder: `config.json`, `model.safetensors`, `tokenizer.json`.
+pub fn save_model(
+    dir: &Path,
+    config: &ModelConfig,
+    varmap: &VarMap,
+    dtype: DType,
+    tokenizer_json: &Path,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut raw = config.to_value();
+    if let Some(map) = raw.as_object_mut() {
+        // transformers reads the stored dtype from here.
+        let name = match dtype {
+            DType::F16 => "float16",
+            DType::BF16 => "bfloat16",
+            _ => "float32",
+        };
+        map.insert("torch_dtype".into(), name.into());
+        map.remove("dtype");
+    }
+    save_tensors(
+        &varmap_tensors(varmap, dtype)?,
+        &dir.join("model.safetensors"),
+    )?;
+    let tokenizer = std::fs::read(tokenizer_json).map_err(|e| Error::io(tokenizer_json, e))?;
+    write_atomic(&dir.join("tokenizer.json"), &tokenizer)?;
+    let text = serde_json::to_string_pretty(&raw).expect("plain JSON serialises");
+    write_atomic(&dir.join("config.json"), text.as_bytes())
 }
 
 #[cfg(test)]

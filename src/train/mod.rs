@@ -6,8 +6,6 @@
 //! early stopping and exact resume.
 
 pub mod checkpoint;
-pub mod data;
-pub mod items;
 pub mod loss;
 pub mod optim;
 
@@ -20,15 +18,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::classify::parse_device;
 use crate::cpu::ops;
+use crate::data::items::{self, Item, streams};
+use crate::data::{self, DataSource, FieldMap, LabelSchema, encode_labels, read_sources};
 use crate::error::{Error, Result};
 use crate::hub::{self, ResolveOptions};
 use crate::model::config::config_path;
-use crate::model::weights::{self, weights_path};
+use crate::model::weights::{self, save_model, weights_path};
 use crate::model::{HeadInput, HeadPooling, HeadSpec, Model, ModelConfig};
+use crate::output::write_atomic;
 use crate::tokenize::TextEncoder;
-use checkpoint::{EpochRecord, ResumeFiles, ResumeState, save_model, write_atomic};
-use data::{DataSource, FieldMap, LabelSchema, encode_labels, read_sources};
-use items::{Item, streams};
+use checkpoint::{EpochRecord, ResumeFiles, ResumeState};
 use optim::{AdamW, AdamWConfig, clip_global_norm, linear_schedule};
 
 /// A head to train: an existing head of the starting model, or a new one.
@@ -665,7 +664,7 @@ fn run(setup: Setup, resume: bool, observer: &mut dyn TrainObserver) -> Result<T
         if improved {
             save_model(&output, &model_config, &varmap, DType::F32, &tokenizer_json)?;
             if let Some(report) = &dev {
-                write_report(&output.join("eval.json"), report)?;
+                crate::eval::write_report(&output.join("eval.json"), report)?;
             }
             state.best = selection.or(state.best);
             state.epochs_without_improvement = 0;
@@ -721,12 +720,6 @@ fn dropout_seed(seed: u64, epoch: usize, index: usize) -> u64 {
         ((epoch as u64) << 32) | index as u64,
     )
     .next_u64()
-}
-
-/// Writes an evaluation report as pretty JSON, atomically.
-pub fn write_report<T: serde::Serialize>(path: &Path, report: &T) -> Result<()> {
-    let text = serde_json::to_string_pretty(report).expect("plain JSON serialises");
-    write_atomic(path, text.as_bytes())
 }
 
 fn write_history(path: &Path, history: &[EpochRecord]) -> Result<()> {

@@ -10,7 +10,7 @@
 //!
 //! ```
 //! # fn main() -> standpoint::Result<()> {
-//! use standpoint::train::data::{
+//! use standpoint::data::{
 //!     DataSource, FieldMap, LabelSchema, encode_labels, label_counts, read_sources,
 //! };
 //!
@@ -38,6 +38,10 @@
 //! # Ok(()) }
 //! ```
 
+pub mod delimited;
+pub mod items;
+pub mod jsonl;
+
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs::File;
@@ -48,9 +52,9 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::delimited::DelimitedRecords;
 use crate::error::{Error, Result};
-use crate::records::JsonlLines;
+use delimited::DelimitedRecords;
+use jsonl::JsonlLines;
 
 /// The JSONL key that may carry the labels of several heads as one object.
 const LABELS_KEY: &str = "labels";
@@ -59,7 +63,7 @@ const LABELS_KEY: &str = "labels";
 ///
 /// ```
 /// use std::path::Path;
-/// use standpoint::train::data::DataFormat;
+/// use standpoint::data::DataFormat;
 ///
 /// assert_eq!(DataFormat::from_path(Path::new("train.ndjson")), Some(DataFormat::Jsonl));
 /// assert_eq!(DataFormat::from_path(Path::new("dev.TSV")), Some(DataFormat::Tsv));
@@ -82,7 +86,7 @@ impl DataFormat {
     ///
     /// ```
     /// use std::path::Path;
-    /// use standpoint::train::data::DataFormat;
+    /// use standpoint::data::DataFormat;
     /// assert_eq!(DataFormat::from_path(Path::new("a/b.csv")), Some(DataFormat::Csv));
     /// ```
     pub fn from_path(path: &Path) -> Option<Self> {
@@ -98,7 +102,7 @@ impl DataFormat {
     /// The format's name as accepted by [`FromStr`]: `jsonl`, `csv` or `tsv`.
     ///
     /// ```
-    /// use standpoint::train::data::DataFormat;
+    /// use standpoint::data::DataFormat;
     /// assert_eq!(DataFormat::Tsv.name(), "tsv");
     /// ```
     pub fn name(self) -> &'static str {
@@ -137,7 +141,7 @@ impl FromStr for DataFormat {
 ///
 /// ```
 /// # fn main() -> standpoint::Result<()> {
-/// use standpoint::train::data::DataSource;
+/// use standpoint::data::DataSource;
 ///
 /// let source = DataSource::parse("data/train.jsonl:2.5")?;
 /// assert_eq!(source.path.to_str(), Some("data/train.jsonl"));
@@ -162,7 +166,7 @@ impl DataSource {
     /// A source of weight 1 whose format follows from its extension.
     ///
     /// ```
-    /// use standpoint::train::data::DataSource;
+    /// use standpoint::data::DataSource;
     /// assert_eq!(DataSource::new("train.tsv").weight, 1.0);
     /// ```
     pub fn new(path: impl Into<PathBuf>) -> Self {
@@ -182,7 +186,7 @@ impl DataSource {
     /// [`Error::InvalidOption`] with option `data`.
     ///
     /// ```
-    /// use standpoint::train::data::DataSource;
+    /// use standpoint::data::DataSource;
     /// assert_eq!(DataSource::parse("dir:with:colons/a.csv").unwrap().weight, 1.0);
     /// assert!(DataSource::parse("a.jsonl:0").is_err());
     /// assert!(DataSource::parse("a.jsonl:nan").is_err());
@@ -233,7 +237,7 @@ impl DataSource {
     /// extension implies. An unknown extension is [`Error::InvalidOption`] (option `data`).
     ///
     /// ```
-    /// use standpoint::train::data::{DataFormat, DataSource};
+    /// use standpoint::data::{DataFormat, DataSource};
     /// assert_eq!(DataSource::new("a.tab").resolved_format().unwrap(), DataFormat::Tsv);
     /// assert!(DataSource::new("a.txt").resolved_format().is_err());
     /// ```
@@ -256,7 +260,7 @@ impl DataSource {
 /// the label of each head.
 ///
 /// ```
-/// use standpoint::train::data::FieldMap;
+/// use standpoint::data::FieldMap;
 ///
 /// let mut fields = FieldMap::for_heads(&["stance"]);
 /// fields.text = "sentence".into();
@@ -281,7 +285,7 @@ impl FieldMap {
     /// own name.
     ///
     /// ```
-    /// use standpoint::train::data::FieldMap;
+    /// use standpoint::data::FieldMap;
     /// let fields = FieldMap::for_heads(&["stance", "sentiment"]);
     /// assert_eq!(fields.heads[1], ("sentiment".to_string(), "sentiment".to_string()));
     /// ```
@@ -300,7 +304,7 @@ impl FieldMap {
     /// The head names, in order.
     ///
     /// ```
-    /// use standpoint::train::data::FieldMap;
+    /// use standpoint::data::FieldMap;
     /// assert_eq!(FieldMap::for_heads(&["stance"]).head_names(), ["stance"]);
     /// ```
     pub fn head_names(&self) -> Vec<String> {
@@ -378,7 +382,7 @@ pub struct Example {
 ///
 /// ```
 /// # fn main() -> standpoint::Result<()> {
-/// use standpoint::train::data::{DataSource, FieldMap, read_examples};
+/// use standpoint::data::{DataSource, FieldMap, read_examples};
 ///
 /// let dir = tempfile::tempdir().unwrap();
 /// let path = dir.path().join("train.csv");
@@ -428,7 +432,7 @@ pub fn read_examples(
 ///
 /// ```
 /// # fn main() -> standpoint::Result<()> {
-/// use standpoint::train::data::{DataSource, FieldMap, read_sources};
+/// use standpoint::data::{DataSource, FieldMap, read_sources};
 ///
 /// let dir = tempfile::tempdir().unwrap();
 /// let (a, b) = (dir.path().join("a.jsonl"), dir.path().join("b.tsv"));
@@ -715,7 +719,7 @@ fn read_delimited(
 /// The label set of each head, in the order the model's outputs use.
 ///
 /// ```
-/// use standpoint::train::data::{HeadLabels, LabelSchema};
+/// use standpoint::data::{HeadLabels, LabelSchema};
 ///
 /// let schema: LabelSchema = serde_json::from_str(
 ///     r#"{"heads": [{"name": "stance", "labels": ["against", "neutral", "favor"]}]}"#,
@@ -732,7 +736,7 @@ pub struct LabelSchema {
 /// The labels of one head; a label's position is its class index.
 ///
 /// ```
-/// use standpoint::train::data::HeadLabels;
+/// use standpoint::data::HeadLabels;
 /// let head = HeadLabels { name: "sentiment".into(), labels: vec!["neg".into(), "pos".into()] };
 /// assert_eq!(head.index_of("pos"), Some(1));
 /// ```
@@ -748,7 +752,7 @@ impl HeadLabels {
     /// The class index of `label`, if it is one of this head's labels.
     ///
     /// ```
-    /// use standpoint::train::data::HeadLabels;
+    /// use standpoint::data::HeadLabels;
     /// let head = HeadLabels { name: "h".into(), labels: vec!["a".into(), "b".into()] };
     /// assert_eq!(head.index_of("c"), None);
     /// ```
@@ -770,7 +774,7 @@ impl LabelSchema {
     ///
     /// ```
     /// # fn main() -> standpoint::Result<()> {
-    /// use standpoint::train::data::LabelSchema;
+    /// use standpoint::data::LabelSchema;
     ///
     /// let dir = tempfile::tempdir().unwrap();
     /// let path = dir.path().join("labels.json");
@@ -854,7 +858,7 @@ impl LabelSchema {
     ///
     /// ```
     /// # fn main() -> standpoint::Result<()> {
-    /// use standpoint::train::data::{Example, LabelSchema};
+    /// use standpoint::data::{Example, LabelSchema};
     ///
     /// let example = |label: &str| Example {
     ///     text: "t".into(), target: None, id: None,
@@ -876,7 +880,7 @@ impl LabelSchema {
     ///
     /// ```
     /// # fn main() -> standpoint::Result<()> {
-    /// use standpoint::train::data::{Example, LabelSchema};
+    /// use standpoint::data::{Example, LabelSchema};
     /// let example = |stance: &str, topic: &str| Example {
     ///     text: "t".into(), target: None, id: None,
     ///     labels: vec![Some(stance.into()), Some(topic.into())], source: 0, line: 1,
@@ -940,7 +944,7 @@ impl LabelSchema {
     /// The head called `name`.
     ///
     /// ```
-    /// use standpoint::train::data::{HeadLabels, LabelSchema};
+    /// use standpoint::data::{HeadLabels, LabelSchema};
     /// let schema = LabelSchema { heads: vec![HeadLabels { name: "h".into(), labels: vec![] }] };
     /// assert!(schema.head("h").is_some() && schema.head("x").is_none());
     /// ```
@@ -983,7 +987,7 @@ pub struct LabelledExample {
 ///
 /// ```
 /// # fn main() -> standpoint::Result<()> {
-/// use standpoint::train::data::{
+/// use standpoint::data::{
 ///     DataSource, Example, FieldMap, HeadLabels, LabelSchema, encode_labels,
 /// };
 ///
@@ -1096,7 +1100,7 @@ pub fn encode_labels(
 /// Unlabelled heads are not counted.
 ///
 /// ```
-/// use standpoint::train::data::{HeadLabels, LabelSchema, LabelledExample, label_counts};
+/// use standpoint::data::{HeadLabels, LabelSchema, LabelledExample, label_counts};
 ///
 /// let schema = LabelSchema {
 ///     heads: vec![HeadLabels { name: "stance".into(), labels: vec!["a".into(), "b".into()] }],

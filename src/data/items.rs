@@ -6,7 +6,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::data::{DataSource, LabelledExample};
+use super::{DataSource, LabelledExample};
 use crate::calibration;
 use crate::error::{Error, Result};
 use crate::metrics::{ConfusionMatrix, EvalReport, HeadReport};

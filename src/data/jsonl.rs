@@ -141,7 +141,7 @@ impl<R: BufRead> JsonlLines<R> {
 /// or mistyped field.
 ///
 /// ```
-/// use standpoint::records::JsonlQueries;
+/// use standpoint::data::jsonl::JsonlQueries;
 /// let input = "{\"text\": \"NATO refused.\", \"target\": \"NATO\"}\n\n{\"text\": 5}\n";
 /// let mut rows = JsonlQueries::new(input.as_bytes(), "rows.jsonl");
 /// assert_eq!(rows.next().unwrap().unwrap().target.as_deref(), Some("NATO"));
@@ -170,7 +170,7 @@ impl<R: BufRead> JsonlQueries<R> {
     /// so a caller can warn about them.
     ///
     /// ```
-    /// use standpoint::records::JsonlQueries;
+    /// use standpoint::data::jsonl::JsonlQueries;
     /// let mut rows = JsonlQueries::new("{\"text\": \"t\", \"actor\": \"NATO\"}\n".as_bytes(), "q");
     /// assert!(rows.next().unwrap().is_ok());
     /// assert_eq!(rows.unknown_fields().iter().collect::<Vec<_>>(), ["actor"]);

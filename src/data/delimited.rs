@@ -9,14 +9,14 @@
 use std::collections::VecDeque;
 use std::io::{self, Read};
 
+use crate::data::jsonl::MAX_LINE_BYTES;
 use crate::error::{Error, Result};
-use crate::records::MAX_LINE_BYTES;
 
 /// The records of a CSV or TSV stream under its header row, with 1-based line numbers.
 ///
 /// ```
 /// # fn main() -> standpoint::Result<()> {
-/// use standpoint::delimited::DelimitedRecords;
+/// use standpoint::data::delimited::DelimitedRecords;
 ///
 /// let data = "id,text\n1,\"NATO said, again, no.\"\n2,Talks resumed.\n";
 /// let mut rows = DelimitedRecords::new(data.as_bytes(), b',', "news.csv")?;
