@@ -5,7 +5,8 @@
 #   scripts/train-default.sh CONVERTED OUT [BASE] [TRAIN OPTIONS...]
 # TRAIN OPTIONS go to `standpoint train` after the recipe's own: more --train/--dev files add
 # to it, a later --lr, --epochs, --version, ... replaces the recipe's value.
-# then: scripts/ship-default.sh OUT models/default
+# then export it f16 and calibrated into models/default (MODEL_CARD.md, "Training"):
+#   standpoint export --model OUT --output models/default --dtype f16 --calibrate DEV.jsonl ...
 # BASE defaults to ../shared/models/all-MiniLM-L6-v2 (sentence-transformers/all-MiniLM-L6-v2).
 # About 80 minutes on 2 CPU cores; interrupted runs continue with
 #   standpoint train --resume OUT

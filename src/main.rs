@@ -169,50 +169,50 @@ struct TrainArgs {
     #[arg(long)]
     schema: Option<PathBuf>,
     /// Field holding the sentence.
-    #[arg(long, default_value = "text")]
+    #[arg(long, default_value_t = train_defaults().text_field)]
     text_field: String,
     /// Field holding the target.
-    #[arg(long, default_value = "target")]
+    #[arg(long, default_value_t = train_defaults().target_field)]
     target_field: String,
     /// Pooling of new heads: mean, pooler, dense_tanh or dense_relu.
     #[arg(long, default_value = "mean")]
     pooling: String,
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = train_defaults().epochs)]
     epochs: usize,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = train_defaults().batch_size)]
     batch_size: usize,
     /// Micro-batches per optimizer step.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = train_defaults().grad_accum)]
     grad_accum: usize,
     /// Peak learning rate.
-    #[arg(long, default_value_t = 5e-5)]
+    #[arg(long, default_value_t = train_defaults().lr)]
     lr: f64,
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, default_value_t = train_defaults().weight_decay)]
     weight_decay: f64,
     /// Fraction of steps spent warming up.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = train_defaults().warmup_ratio)]
     warmup_ratio: f64,
     /// Clip gradients to this global norm (0: off).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = train_defaults().max_grad_norm)]
     max_grad_norm: f64,
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = train_defaults().label_smoothing)]
     label_smoothing: f64,
     /// Weight classes by inverse frequency.
     #[arg(long)]
     class_weights: bool,
     /// Token limit per input.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = train_defaults().max_length)]
     max_length: usize,
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = train_defaults().seed)]
     seed: u64,
     /// Stop after this many epochs without improvement.
     #[arg(long)]
     patience: Option<usize>,
     /// Dev metric for the best checkpoint: [HEAD.|mean.]accuracy|macro_f1|macro_recall|favor_against_f1.
-    #[arg(long, default_value = "mean.macro_f1")]
+    #[arg(long, default_value_t = train_defaults().select)]
     select: String,
     /// Save resume state every N optimizer steps (0: at epoch ends only).
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = train_defaults().save_every)]
     save_every: usize,
     /// Model name written to config.json.
     #[arg(long)]
@@ -223,6 +223,11 @@ struct TrainArgs {
     /// cpu, cuda[:N] or metal[:N].
     #[arg(long, default_value = "cpu")]
     device: String,
+}
+
+/// The library's training defaults: the CLI states none of its own.
+fn train_defaults() -> standpoint::train::TrainConfig {
+    standpoint::train::TrainConfig::new("", std::path::Path::new(""), Vec::new(), Vec::new())
 }
 
 #[derive(Args)]

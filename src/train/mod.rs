@@ -171,7 +171,7 @@ impl TrainConfig {
             seed: 42,
             patience: None,
             select: "mean.macro_f1".into(),
-            save_every: 0,
+            save_every: 200,
             name: None,
             version: None,
             device: "cpu".into(),
