@@ -183,7 +183,7 @@ pub struct ModelInfo {
 #[derive(Debug)]
 pub struct Classifier {
     model: Model,
-    encoder: TextEncoder,
+    tokenizer: TextEncoder,
     report: LoadReport,
     source: ModelSource,
     device: Device,
@@ -277,14 +277,14 @@ impl Classifier {
             .unwrap_or(usize::MAX)
             .min(config.encoder.max_tokens());
         let tokenizer_path = dir.join("tokenizer.json");
-        let encoder = TextEncoder::from_file(&tokenizer_path, max_length)?;
-        if encoder.vocab_size() > config.encoder.vocab_size {
+        let tokenizer = TextEncoder::from_file(&tokenizer_path, max_length)?;
+        if tokenizer.vocab_size() > config.encoder.vocab_size {
             return Err(Error::config(
                 &tokenizer_path,
                 "vocab_size",
                 format!(
                     "the tokenizer has {} tokens but config.json's vocab_size is {}",
-                    encoder.vocab_size(),
+                    tokenizer.vocab_size(),
                     config.encoder.vocab_size
                 ),
             ));
@@ -307,7 +307,7 @@ impl Classifier {
         }
         Ok(Classifier {
             model,
-            encoder,
+            tokenizer,
             report,
             source,
             device: options.device.clone(),
@@ -325,7 +325,7 @@ impl Classifier {
 
     /// The tokenizer with this classifier's truncation.
     pub fn text_encoder(&self) -> &TextEncoder {
-        &self.encoder
+        &self.tokenizer
     }
 
     /// Inputs per encoder pass.
@@ -361,7 +361,7 @@ impl Classifier {
             hidden_size: enc.hidden_size,
             attention_heads: enc.num_heads,
             vocab_size: enc.vocab_size,
-            max_length: self.encoder.max_length(),
+            max_length: self.tokenizer.max_length(),
             parameters: self.report.parameters,
             stored_dtype: self
                 .report
@@ -534,7 +534,7 @@ impl Classifier {
                     Reading::Text => (None, None),
                 };
                 let encoded = self
-                    .encoder
+                    .tokenizer
                     .encode_around_raw(target, query.text, focus)
                     .map_err(|source| Error::Tokenize { index, source })?;
                 Ok(Job {
