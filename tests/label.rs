@@ -444,3 +444,30 @@ fn mentions_only_runs_no_model_on_sentences_without_an_actor() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_json_file_is_read_as_json_lines_as_training_reads_it() {
+    let (tmp, model) = two_head_model();
+    let input = tmp.path().join("docs.json");
+    std::fs::write(
+        &input,
+        "{\"id\": \"a\", \"text\": \"NATO refused talks.\"}\n{\"id\": \"b\", \"text\": \"NATO met again.\"}\n",
+    )
+    .unwrap();
+    let out = label(&model, &[input.to_str().unwrap(), "--actor", "NATO"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = rows(&String::from_utf8(out.stdout).unwrap());
+    let documents: Vec<&str> = rows
+        .iter()
+        .map(|r| r["document"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        documents,
+        ["a", "b"],
+        "one document per line, not the file as text"
+    );
+}

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::data::DataFormat;
 use crate::data::delimited::DelimitedRecords;
 use crate::data::jsonl::JsonlLines;
 use crate::error::{Error, Result};
@@ -52,18 +53,21 @@ impl InputFormat {
         }
     }
 
-    /// The format implied by a path: folders and unknown extensions are text.
+    /// The format implied by a path, by the same extensions as training data
+    /// ([`DataFormat::from_path`]: `.jsonl`, `.ndjson`, `.json`, `.csv`, `.tsv`, `.tab`); folders
+    /// and other extensions are text.
+    ///
+    /// ```
+    /// use standpoint::label::documents::InputFormat;
+    /// assert_eq!(InputFormat::of_path("rows.json".as_ref()), InputFormat::Jsonl);
+    /// assert_eq!(InputFormat::of_path("article.txt".as_ref()), InputFormat::Text);
+    /// ```
     pub fn of_path(path: &Path) -> Self {
-        match path
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
-            Some("jsonl" | "ndjson") => InputFormat::Jsonl,
-            Some("csv") => InputFormat::Csv,
-            Some("tsv" | "tab") => InputFormat::Tsv,
-            _ => InputFormat::Text,
+        match DataFormat::from_path(path) {
+            Some(DataFormat::Jsonl) => InputFormat::Jsonl,
+            Some(DataFormat::Csv) => InputFormat::Csv,
+            Some(DataFormat::Tsv) => InputFormat::Tsv,
+            None => InputFormat::Text,
         }
     }
 }
