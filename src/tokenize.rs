@@ -205,7 +205,7 @@ impl TextEncoder {
         }
         // Bound the work on a huge text: a window of the pre-cut's size on each side.
         let reach = self.max_length.saturating_mul(CHARS_PER_TOKEN_BOUND);
-        let from_byte = text[..start.min(text.len())]
+        let from_byte = text[..start]
             .char_indices()
             .rev()
             .nth(reach)

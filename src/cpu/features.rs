@@ -7,8 +7,8 @@ use std::sync::OnceLock;
 ///
 /// ```
 /// let features = standpoint::cpu::features::detected();
-/// // AVX-512 kernels assume the foundation with their extension.
-/// assert!(!features.avx512_vnni || features.avx512f);
+/// let int8 = if features.avx512_vnni { "VNNI kernels" } else { "scalar kernels" };
+/// println!("int8 runs on {int8}");
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Features {

@@ -197,23 +197,20 @@ impl<R: Read> DelimitedRecords<R> {
                  of the file); close it, or double a quote meant literally",
             ));
         }
-        match read {
-            Ok(true) => Ok(true),
-            Ok(false) => Ok(false),
-            Err(e) => {
-                let line = e.position().map_or(0, |p| {
-                    let byte = p.byte();
-                    self.csv.get_mut().line_of_byte(byte)
-                });
-                Err(match e.into_kind() {
-                    csv::ErrorKind::Io(io) if io.kind() == io::ErrorKind::InvalidData => {
-                        self.error(line, io.to_string())
-                    }
-                    csv::ErrorKind::Io(io) => Error::io(&self.source_name, io),
-                    other => self.error(line, format!("cannot read the row: {other:?}")),
-                })
+        let e = match read {
+            Ok(found) => return Ok(found),
+            Err(e) => e,
+        };
+        let line = e
+            .position()
+            .map_or(0, |p| self.csv.get_mut().line_of_byte(p.byte()));
+        Err(match e.into_kind() {
+            csv::ErrorKind::Io(io) if io.kind() == io::ErrorKind::InvalidData => {
+                self.error(line, io.to_string())
             }
-        }
+            csv::ErrorKind::Io(io) => Error::io(&self.source_name, io),
+            other => self.error(line, format!("cannot read the row: {other:?}")),
+        })
     }
 
     /// The line of the record just read.
@@ -281,7 +278,8 @@ struct Scanned<R> {
     newlines: usize,
     /// Bytes of the record being passed.
     record_bytes: usize,
-    /// The offset and line of a quoted field's opening quote while it is open.
+    /// The offset and line of the last quoted field's opening quote (meaningful while the
+    /// state is `Quoted`: only a field start enters it, and that sets this).
     open_quote: Option<(u64, usize)>,
 }
 
@@ -345,9 +343,6 @@ impl<R> Scanned<R> {
                 }
                 _ => Quoting::Unquoted,
             };
-            if self.state != Quoting::Quoted && self.state != Quoting::QuoteInQuoted {
-                self.open_quote = None;
-            }
             if b == b'\n' {
                 self.newlines += 1;
             }

@@ -646,34 +646,26 @@ fn read_delimited(
     fields: &FieldMap,
 ) -> Result<Vec<Example>> {
     let mut rows = DelimitedRecords::new(reader, delimiter, &path.display().to_string())?;
-    let header_line = rows.header_line();
-    let names = rows.columns().to_vec();
-    let column = |field: &str| rows.column(field);
-    let Some(text_col) = column(&fields.text) else {
-        return Err(record_error(
-            path,
-            header_line,
-            format!(
-                "no column `{}` in the header (columns: {})",
-                fields.text,
-                names.join(", ")
-            ),
-        ));
+    let header_error = |rows: &DelimitedRecords<_>, what: String| {
+        rows.error(
+            rows.header_line(),
+            format!("{what} (columns: {})", rows.columns().join(", ")),
+        )
     };
-    let target_col = column(&fields.target);
-    let id_col = column(&fields.id);
-    let head_cols: Vec<Option<usize>> = fields.heads.iter().map(|(_, f)| column(f)).collect();
+    let Some(text_col) = rows.column(&fields.text) else {
+        let what = format!("no column `{}` in the header", fields.text);
+        return Err(header_error(&rows, what));
+    };
+    let target_col = rows.column(&fields.target);
+    let id_col = rows.column(&fields.id);
+    let head_cols: Vec<Option<usize>> = fields.heads.iter().map(|(_, f)| rows.column(f)).collect();
     if head_cols.iter().all(Option::is_none) {
         let wanted: Vec<&str> = fields.heads.iter().map(|(_, f)| f.as_str()).collect();
-        return Err(record_error(
-            path,
-            header_line,
-            format!(
-                "none of the label columns ({}) is in the header (columns: {})",
-                wanted.join(", "),
-                names.join(", ")
-            ),
-        ));
+        let what = format!(
+            "none of the label columns ({}) is in the header",
+            wanted.join(", ")
+        );
+        return Err(header_error(&rows, what));
     }
     let present: Vec<&str> = fields
         .heads

@@ -325,23 +325,30 @@ fn csv_documents(
     let id_col = rows.column(&fields.id);
     let name = name.to_string();
     Ok(std::iter::from_fn(move || {
-        let document = (|| {
-            let Some(row) = rows.next_row()? else {
-                return Ok(None);
-            };
-            let text = row.cell(text_col)?;
-            if text.trim().is_empty() {
-                return Err(row.error("empty document"));
-            }
-            let id = match id_col {
-                Some(i) => row.cell(i)?.to_string(),
-                None => format!("{name}:{}", row.line()),
-            };
-            Ok(Some(Document {
-                id,
-                text: text.to_string(),
-            }))
-        })();
-        document.transpose()
+        next_csv_document(&mut rows, text_col, id_col, &name).transpose()
+    }))
+}
+
+/// The next record of `rows` as a document; its id is column `id_col`, else `NAME:LINE`.
+fn next_csv_document(
+    rows: &mut DelimitedRecords<Box<dyn BufRead>>,
+    text_col: usize,
+    id_col: Option<usize>,
+    name: &str,
+) -> Result<Option<Document>> {
+    let Some(row) = rows.next_row()? else {
+        return Ok(None);
+    };
+    let text = row.cell(text_col)?;
+    if text.trim().is_empty() {
+        return Err(row.error("empty document"));
+    }
+    let id = match id_col {
+        Some(i) => row.cell(i)?.to_string(),
+        None => format!("{name}:{}", row.line()),
+    };
+    Ok(Some(Document {
+        id,
+        text: text.to_string(),
     }))
 }

@@ -397,8 +397,18 @@ impl Keys<'_> {
         }
     }
 
+    /// A size of at most `limit`: far past any real encoder, a bound that keeps a corrupted
+    /// config from asking for terabytes before its weights are checked.
     fn bounded(&self, key: &str, default: Option<usize>, limit: usize) -> Result<usize> {
-        let n = self.usize_or(key, default)?;
+        self.at_most(key, self.usize_or(key, default)?, limit)
+    }
+
+    /// [`Keys::bounded`], and positive.
+    fn dimension(&self, key: &str, default: Option<usize>, limit: usize) -> Result<usize> {
+        self.at_most(key, self.positive(key, default)?, limit)
+    }
+
+    fn at_most(&self, key: &str, n: usize, limit: usize) -> Result<usize> {
         if n > limit {
             return Err(Error::config(
                 self.path,
@@ -413,20 +423,6 @@ impl Keys<'_> {
         let n = self.usize_or(key, default)?;
         if n == 0 {
             return Err(Error::config(self.path, key, "must be positive"));
-        }
-        Ok(n)
-    }
-
-    /// A positive size of at most `limit`: far past any real encoder, a bound that keeps a
-    /// corrupted config from asking for terabytes before its weights are checked.
-    fn dimension(&self, key: &str, default: Option<usize>, limit: usize) -> Result<usize> {
-        let n = self.positive(key, default)?;
-        if n > limit {
-            return Err(Error::config(
-                self.path,
-                key,
-                format!("{n} is past the largest size accepted ({limit})"),
-            ));
         }
         Ok(n)
     }
