@@ -15,8 +15,8 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Module, Result, Tensor};
 use standpoint::cpu::ops;
-use standpoint::cpu::panels::PackedLinear;
 use standpoint::model::config::Activation;
+use standpoint::model::nn::Linear;
 
 /// Median seconds of `reps` calls of `f` after one warm-up call.
 fn time(reps: usize, mut f: impl FnMut() -> Result<Tensor>) -> Result<f64> {
@@ -35,38 +35,35 @@ fn random(shape: &[usize]) -> Result<Tensor> {
     Tensor::randn(0f32, 1.0, shape, &Device::Cpu)
 }
 
-/// Weight and bias of a dense layer, applied as in the model at inference: through weights
-/// packed at load ([`ops::linear_prepared`]) where the CPU allows, else [`ops::linear`] (the
-/// training path, timed separately below).
-struct Dense(Tensor, Tensor, Option<std::sync::Arc<PackedLinear>>);
+/// A dense layer as the model holds it at inference (weights packed at load where the CPU
+/// allows) beside the same layer unpacked (the general matrix multiply, as in training).
+struct Dense {
+    general: Linear,
+    packed: Linear,
+}
 
 impl Dense {
     fn new(input: usize, output: usize) -> Result<Self> {
-        let weight = (random(&[output, input])? * 0.05)?;
-        let bias = random(&[output])?;
-        let packed = PackedLinear::new(
-            &weight.flatten_all()?.to_vec1::<f32>()?,
-            &bias.to_vec1::<f32>()?,
-            output,
-            input,
-        );
-        Ok(Dense(weight, bias, packed.map(std::sync::Arc::new)))
+        let general = Linear::new((random(&[output, input])? * 0.05)?, random(&[output])?);
+        let mut packed = general.clone();
+        packed.pack_f32()?;
+        Ok(Dense { general, packed })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        match &self.2 {
-            Some(packed) => ops::linear_prepared(x, packed, false),
-            None => self.forward_general(x),
-        }
+        self.packed.forward(x)
     }
 
-    /// The general matrix multiply, as in training.
     fn forward_general(&self, x: &Tensor) -> Result<Tensor> {
-        ops::linear(x, &self.0, &self.1)
+        self.general.forward(x)
     }
 
     fn weight(&self) -> &Tensor {
-        &self.0
+        self.general.weight()
+    }
+
+    fn bias(&self) -> &Tensor {
+        self.general.bias()
     }
 }
 
@@ -203,7 +200,7 @@ fn main() -> Result<()> {
         let q = QMatMul::from_qtensor(QTensor::quantize(layer.weight(), GgmlDType::Q8_0)?)?;
         let q8_secs = time(reps, || q.forward(input))?;
         let weights: Vec<f32> = layer.weight().flatten_all()?.to_vec1()?;
-        let bias: Vec<f32> = layer.1.to_vec1()?;
+        let bias: Vec<f32> = layer.bias().to_vec1()?;
         let int8 = Int8Linear::new(&weights, &bias, n, k);
         let values: Vec<f32> = input.flatten_all()?.to_vec1()?;
         let int8_secs = time(reps, || {

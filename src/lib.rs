@@ -22,10 +22,14 @@
 //! inference API.
 
 #![warn(missing_docs)]
+// `unsafe` lives in the CPU back end, the allocator set-up and `os` alone.
+#![deny(unsafe_code)]
 
+#[allow(unsafe_code)]
 pub mod allocator;
 pub mod calibration;
 pub mod classify;
+#[allow(unsafe_code)]
 pub mod cpu;
 pub mod data;
 pub mod error;
@@ -35,6 +39,8 @@ pub mod hub;
 pub mod label;
 pub mod metrics;
 pub mod model;
+#[allow(unsafe_code)]
+mod os;
 pub mod output;
 pub mod threads;
 pub mod tokenize;

@@ -1,5 +1,7 @@
 //! `standpoint`: the command-line front end. Every command is a thin call into the library.
 
+#![forbid(unsafe_code)]
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,7 +14,9 @@ use standpoint::eval::{EvalFields, calibrate_files, evaluate_files, evaluate_fil
 use standpoint::hub::ResolveOptions;
 use standpoint::label::actors::ActorSet;
 use standpoint::label::documents::{DocumentFields, InputFormat, input_files, read_documents};
-use standpoint::label::output::{LabelOutput, OnError, OutputFormat, RowFormatter, check_apart};
+use standpoint::label::output::{
+    LabelOutput, OnError, OutputFormat, RowFormatter, RunSettings, check_apart,
+};
 use standpoint::label::pipeline::{Event, LabelOptions, Labeller, Position};
 use standpoint::metrics::PerTargetReport;
 use standpoint::output::Sink;
@@ -544,29 +548,23 @@ fn label(args: &LabelArgs) -> Result<()> {
     if let Some(output) = &args.output {
         check_apart(output, args.errors.as_deref(), &args.inputs, &files, format)?;
     }
-    // Everything that decides the rows; a resume must match it. Inputs are known by path,
-    // size and modification time, so a changed or added file is noticed.
-    let input_identity: Vec<serde_json::Value> = files
-        .iter()
-        .map(|path| {
-            let meta = std::fs::metadata(path).ok();
-            let modified = meta
-                .as_ref()
-                .and_then(|m| m.modified().ok())
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map(|d| d.as_nanos().to_string());
-            serde_json::json!([path, meta.map(|m| m.len()), modified])
-        })
-        .collect();
-    let info = classifier.info();
-    let run = serde_json::json!({
-        "model": info.source, "dtype": args.model.dtype, "compute_dtype": info.compute_dtype,
-        "inputs": args.inputs, "input_files": input_identity, "format": args.format,
-        "text_field": args.text_field, "id_field": args.id_field, "actors": actors.actors(),
-        "all_actors": args.all_actors, "mentions_only": args.mentions_only,
-        "output_format": args.output_format, "on_error": args.on_error, "max_length": args.max_length,
-    })
-    .to_string();
+    let options = LabelOptions {
+        all_actors: args.all_actors,
+        unmatched_rows: !args.mentions_only,
+        window: args.window.max(1),
+    };
+    let output_format = OutputFormat::parse(&args.output_format)?;
+    let run = RunSettings {
+        classifier: &classifier,
+        files: &files,
+        format,
+        fields: &fields,
+        actors: &actors,
+        options: &options,
+        output_format,
+        on_error,
+    }
+    .fingerprint();
     let (mut output, from) = match &args.output {
         Some(path) => LabelOutput::file(
             path,
@@ -580,11 +578,6 @@ fn label(args: &LabelArgs) -> Result<()> {
             LabelOutput::stdout(formatter, on_error)?,
             Position::default(),
         ),
-    };
-    let options = LabelOptions {
-        all_actors: args.all_actors,
-        unmatched_rows: !args.mentions_only,
-        window: args.window.max(1),
     };
     let labeller = Labeller::new(&classifier, &actors, options);
     let documents = read_documents(&args.inputs, format, &fields)?;

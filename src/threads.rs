@@ -92,13 +92,11 @@ fn resolve(requested: Option<usize>) -> usize {
 
 fn publish(count: usize, explicit: bool) {
     let value = count.to_string();
-    // SAFETY: runs once per process, under the OnceLock; std serialises its own environment
-    // reads and writes, and the docs of `init` ask callers to run it before C threads start.
-    unsafe {
-        std::env::set_var(RAYON_ENV, &value);
-        if explicit {
-            std::env::set_var(CANDLE_ENV, &value);
-        }
+    // Runs once per process, under the OnceLock; the docs of `init` ask callers to run it
+    // before C threads start.
+    crate::os::set_env(&[(RAYON_ENV, &value)]);
+    if explicit {
+        crate::os::set_env(&[(CANDLE_ENV, &value)]);
     }
 }
 
@@ -108,18 +106,12 @@ mod tests {
 
     #[test]
     fn env_count_ignores_zero_and_garbage() {
-        // SAFETY: this test's variable name is used by no other code.
-        unsafe {
-            std::env::set_var("STANDPOINT_TEST_THREADS", "0");
-        }
+        // This test's variable name is used by no other code.
+        crate::os::set_env(&[("STANDPOINT_TEST_THREADS", "0")]);
         assert_eq!(env_count("STANDPOINT_TEST_THREADS"), None);
-        unsafe {
-            std::env::set_var("STANDPOINT_TEST_THREADS", "x");
-        }
+        crate::os::set_env(&[("STANDPOINT_TEST_THREADS", "x")]);
         assert_eq!(env_count("STANDPOINT_TEST_THREADS"), None);
-        unsafe {
-            std::env::set_var("STANDPOINT_TEST_THREADS", " 3 ");
-        }
+        crate::os::set_env(&[("STANDPOINT_TEST_THREADS", " 3 ")]);
         assert_eq!(env_count("STANDPOINT_TEST_THREADS"), Some(3));
     }
 

@@ -82,8 +82,8 @@ pub(crate) fn mul_add<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
 /// `e^x` within 3 ulp for `x` in [-80, 88] (clamped above), and exactly 0 below -80:
 /// Cody–Waite reduction to `r` in [-ln2/2, ln2/2], a degree-6 Taylor polynomial, and `2^n`
 /// built in the exponent bits. The flush keeps softmax weights of masked keys at 0 rather
-/// than ~1e-38, whose denormal products slowed every later multiply by ~10× (training's
-/// backward pass ran at a tenth of its speed).
+/// than ~1e-38, whose denormal products slow every later multiply (training's backward
+/// pass most).
 #[inline(always)]
 pub fn exp<const FMA: bool>(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_145_75;
@@ -720,7 +720,7 @@ pub fn attention_sequence_grad(
         if let Some(mask) = mask {
             multiply_transposed_in_place(kept, mask, seq);
         }
-        // SAFETY (all four products): every seq × head_dim block starts at `column` of a
+        // SAFETY: (all four products) every seq × head_dim block starts at `column` of a
         // slice holding seq rows of `width` values (checked above) and is read with row
         // stride `width`; the key-major buffers hold seq rows of `stride` ≥ seq values;
         // outputs do not overlap inputs.

@@ -295,9 +295,8 @@ pub fn activation(x: &Tensor, kind: Activation, _train: bool) -> Result<Tensor> 
 }
 
 /// Exact GELU, `x * Φ(x)`, for contiguous f32 CPU tensors: erf from Abramowitz & Stegun
-/// 7.1.26 (absolute error ≤ 1.5e-7), split over rayon's threads. candle's own `gelu_erf` runs
-/// libm's scalar `erff` on one thread, which took 13% of inference time (and its backward
-/// another 8% of a training step). The backward, `grad · (Φ(x) + x φ(x))`, is one parallel
+/// 7.1.26 (absolute error ≤ 1.5e-7), split over rayon's threads (candle's own `gelu_erf` runs
+/// libm's scalar `erff` on one thread). The backward, `grad · (Φ(x) + x φ(x))`, is one parallel
 /// pass too ([`kernels::gelu_erf_grad_slice`]).
 #[derive(Debug, Clone, Copy)]
 pub struct GeluErf;
@@ -331,7 +330,7 @@ pub(crate) fn contiguous_f32_mut<'a>(
 }
 
 /// A new buffer of `len` f32s for a kernel to fill, with `fill(buffer)`: not zeroed first
-/// (zero-filling the outputs of the fused ops was 5% of int8 inference).
+/// (the kernel writes every element, so zeroing would be a wasted pass over memory).
 ///
 /// # Safety
 /// `fill` must write every element.
@@ -1247,8 +1246,8 @@ unsafe fn product_new(
 }
 
 /// Sums over the rows of a contiguous f32 `(rows, width)` CPU tensor: `(width)`. candle's
-/// `sum(0)` walks the columns with a stride and took 6% of a training step for the dense
-/// layers' bias gradients; this adds whole rows, in parallel blocks of rows.
+/// `sum(0)` walks the columns with a stride, slow for the dense layers' bias gradients; this
+/// adds whole rows, in parallel blocks of rows.
 #[derive(Debug, Clone, Copy)]
 struct ColumnSums;
 

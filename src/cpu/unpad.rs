@@ -1,7 +1,6 @@
 //! Padding removal: the encoder's layers run on the real tokens of a batch only.
 //!
-//! A padded batch of sentences of mixed lengths spends much of its work on padding (the
-//! bench corpus's training batches, 32 sentences in corpus order, are ~45% padding). Every
+//! A padded batch of sentences of mixed lengths spends much of its work on padding. Every
 //! per-token op (dense layers, LayerNorm, GELU, dropout) gives a real token the same value
 //! whether or not padding sits beside it, and attention already gives padded keys zero
 //! weight, so running the layers on the real tokens alone, each sequence attending within

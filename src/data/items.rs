@@ -2,6 +2,7 @@
 //! epoch composition, length-bucketed batches, and evaluation over items.
 
 use candle_core::{Device, Tensor};
+use candle_nn::Init;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -10,6 +11,7 @@ use super::{DataSource, LabelledExample};
 use crate::calibration;
 use crate::error::{Error, Result};
 use crate::metrics::{ConfusionMatrix, EvalReport, HeadReport};
+use crate::model::nn::Param;
 use crate::model::{HeadSpec, Model, Reading};
 use crate::tokenize::{Encoded, TextEncoder, pad_batch};
 
@@ -91,10 +93,10 @@ pub fn stream_rng(seed: u64, stream: u64, index: u64) -> ChaCha8Rng {
     rng
 }
 
-/// Re-draws the variables `names` of `varmap` from the run's seed: matrices from
-/// N(0, 0.02²) as transformers initialises linear layers, vectors (biases) as zeros.
-/// candle's own initialisers draw from an unseeded generator, which would make two runs
-/// with one seed differ.
+/// Re-draws the variables `names` of `varmap` from the run's seed, each as its kind in
+/// [`Param`]'s table says (matrices from N(0, 0.02²) as transformers initialises linear
+/// layers, biases zeros, LayerNorm scales ones). candle's own initialisers draw from an
+/// unseeded generator, which would make two runs with one seed differ.
 pub fn reinitialise(varmap: &candle_nn::VarMap, names: &[String], seed: u64) -> Result<()> {
     let vars = varmap
         .data()
@@ -102,22 +104,26 @@ pub fn reinitialise(varmap: &candle_nn::VarMap, names: &[String], seed: u64) -> 
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     for (i, name) in names.iter().enumerate() {
         let Some(var) = vars.get(name) else { continue };
-        let value = if var.rank() >= 2 {
-            let mut rng = stream_rng(seed, streams::INIT, i as u64);
-            let n = var.elem_count();
-            let values: Vec<f32> = (0..n)
-                .map(|_| {
-                    // Box-Muller: two uniforms in (0, 1] give one standard normal.
-                    let u1: f32 = 1.0 - rng.random::<f32>();
-                    let u2: f32 = rng.random::<f32>();
-                    (-2.0 * u1.ln()).sqrt()
-                        * (std::f32::consts::TAU * u2).cos()
-                        * crate::model::layers::INIT_STD as f32
-                })
-                .collect();
-            Tensor::from_vec(values, var.shape(), var.device())?.to_dtype(var.dtype())?
-        } else {
-            var.as_tensor().zeros_like()?
+        let value = match Param::of(name, var.rank()).init() {
+            Init::Randn { mean, stdev } => {
+                let mut rng = stream_rng(seed, streams::INIT, i as u64);
+                let values: Vec<f32> = (0..var.elem_count())
+                    .map(|_| {
+                        // Box-Muller: two uniforms in (0, 1] give one standard normal.
+                        let u1: f32 = 1.0 - rng.random::<f32>();
+                        let u2: f32 = rng.random::<f32>();
+                        (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos() * stdev as f32
+                            + mean as f32
+                    })
+                    .collect();
+                Tensor::from_vec(values, var.shape(), var.device())?.to_dtype(var.dtype())?
+            }
+            Init::Const(value) => (var.as_tensor().ones_like()? * value)?,
+            other => {
+                return Err(Error::Training(format!(
+                    "no seeded initialiser for {name} ({other:?})"
+                )));
+            }
         };
         var.set(&value)?;
     }

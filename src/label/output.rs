@@ -27,6 +27,89 @@ use crate::model::HeadSpec;
 use crate::output::write_atomic;
 use crate::output::{Destination, open_write_through};
 
+/// Everything that decides the rows of a labelling run. [`LabelOutput::file`] records its
+/// [`RunSettings::fingerprint`] beside the partial output, and resuming requires the same
+/// one, so a run is never continued with another model, other inputs or other options.
+///
+/// ```no_run
+/// # fn main() -> standpoint::Result<()> {
+/// use std::path::PathBuf;
+/// use standpoint::label::actors::ActorSet;
+/// use standpoint::label::documents::DocumentFields;
+/// use standpoint::label::output::{OnError, OutputFormat, RunSettings};
+/// use standpoint::label::pipeline::LabelOptions;
+/// use standpoint::{Classifier, ClassifierOptions};
+///
+/// let classifier = Classifier::load_default(&ClassifierOptions::default())?;
+/// let actors = ActorSet::from_names(&["NATO".to_string()])?;
+/// let fields = DocumentFields { id: "id".into(), text: "text".into() };
+/// let files = vec![PathBuf::from("news.jsonl")];
+/// let options = LabelOptions::default();
+/// let settings = RunSettings {
+///     classifier: &classifier,
+///     files: &files,
+///     format: None,
+///     fields: &fields,
+///     actors: &actors,
+///     options: &options,
+///     output_format: OutputFormat::Jsonl,
+///     on_error: OnError::Fail,
+/// };
+/// let fingerprint = settings.fingerprint();
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct RunSettings<'a> {
+    /// The model (its source, compute dtype and token limit count).
+    pub classifier: &'a crate::Classifier,
+    /// The input files, known by path, size and modification time, so that a changed or
+    /// added file is noticed.
+    pub files: &'a [PathBuf],
+    /// The input format, when not inferred from each file's extension.
+    pub format: Option<super::documents::InputFormat>,
+    /// The input's field names.
+    pub fields: &'a super::documents::DocumentFields,
+    /// The actors.
+    pub actors: &'a super::actors::ActorSet,
+    /// The labelling options (the window does not change rows and is not part of it).
+    pub options: &'a super::pipeline::LabelOptions,
+    /// The row format.
+    pub output_format: OutputFormat,
+    /// What happens to unreadable records.
+    pub on_error: OnError,
+}
+
+impl RunSettings<'_> {
+    /// The settings as one JSON object, the form [`LabelOutput::file`] records and compares.
+    pub fn fingerprint(&self) -> String {
+        let input_files: Vec<serde_json::Value> = self
+            .files
+            .iter()
+            .map(|path| {
+                let meta = std::fs::metadata(path).ok();
+                let modified = meta
+                    .as_ref()
+                    .and_then(|m| m.modified().ok())
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_nanos().to_string());
+                serde_json::json!([path, meta.map(|m| m.len()), modified])
+            })
+            .collect();
+        let info = self.classifier.info();
+        serde_json::json!({
+            "model": info.source, "compute_dtype": info.compute_dtype,
+            "max_length": info.max_length, "input_files": input_files,
+            "format": self.format.map(|f| format!("{f:?}")),
+            "text_field": self.fields.text, "id_field": self.fields.id,
+            "actors": self.actors.actors(), "all_actors": self.options.all_actors,
+            "mentions_only": !self.options.unmatched_rows,
+            "output_format": format!("{:?}", self.output_format),
+            "on_error": format!("{:?}", self.on_error),
+        })
+        .to_string()
+    }
+}
+
 /// Row format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputFormat {

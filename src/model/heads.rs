@@ -8,7 +8,7 @@ use candle_core::{D, IndexOp, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::config::{HeadPooling, HeadSpec};
-use super::layers::{Linear, linear};
+use super::nn::Linear;
 use crate::cpu::ops;
 
 /// BERT's pooler: dense + tanh on the first token. Shared by every `Pooler` head.
@@ -21,7 +21,7 @@ impl Pooler {
     /// Loads or creates `dense` under `vb` (the checkpoint's `pooler`).
     pub fn new(hidden: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Pooler {
-            dense: linear(hidden, hidden, vb.pp("dense"))?,
+            dense: Linear::load(hidden, hidden, vb.pp("dense"))?,
         })
     }
 
@@ -59,15 +59,15 @@ impl Head {
         let labels = spec.labels.len();
         let (dense, output) = match spec.pooling {
             HeadPooling::Pooler | HeadPooling::Mean => {
-                (None, linear(hidden, labels, vb.pp("classifier"))?)
+                (None, Linear::load(hidden, labels, vb.pp("classifier"))?)
             }
             HeadPooling::DenseRelu => (
-                Some(linear(hidden, hidden, vb.pp("pre_classifier"))?),
-                linear(hidden, labels, vb.pp("classifier"))?,
+                Some(Linear::load(hidden, hidden, vb.pp("pre_classifier"))?),
+                Linear::load(hidden, labels, vb.pp("classifier"))?,
             ),
             HeadPooling::DenseTanh => (
-                Some(linear(hidden, hidden, vb.pp("classifier.dense"))?),
-                linear(hidden, labels, vb.pp("classifier.out_proj"))?,
+                Some(Linear::load(hidden, hidden, vb.pp("classifier.dense"))?),
+                Linear::load(hidden, labels, vb.pp("classifier.out_proj"))?,
             ),
         };
         Ok(Head {

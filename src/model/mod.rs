@@ -3,10 +3,16 @@
 //! Inference builds it from a checkpoint ([`weights`]), training from a `VarMap`;
 //! both call [`Model::new`] with a `VarBuilder`, so the network is defined once.
 
+#![forbid(unsafe_code)]
+
+pub mod attention;
 pub mod config;
+pub mod embeddings;
 pub mod encoder;
+pub mod feed_forward;
 pub mod heads;
-pub mod layers;
+pub mod names;
+pub mod nn;
 pub mod weights;
 
 use candle_core::{Result, Tensor};
@@ -48,7 +54,7 @@ impl Model {
             .iter()
             .any(|h| h.pooling == HeadPooling::Pooler);
         let pooler = if needs_pooler {
-            Some(Pooler::new(enc.hidden_size, encoder_vb.pp("pooler"))?)
+            Some(Pooler::new(enc.hidden_size, encoder_vb.pp(names::POOLER))?)
         } else {
             None
         };
@@ -66,13 +72,13 @@ impl Model {
     }
 
     /// Runs the encoder's dense layers with int8 weights from now on (CPU inference only;
-    /// the pooler and heads stay f32). See [`int8`].
+    /// the pooler and heads stay f32). See [`crate::cpu::int8`].
     pub fn quantize_int8(&mut self) -> Result<()> {
         self.encoder.quantize_int8()
     }
 
     /// Runs the encoder's dense layers on f32 weights packed for the CPU from now on, where
-    /// the CPU has AVX-512 (inference only; see [`packed`]). Needs f32 CPU weights.
+    /// the CPU has AVX-512 (inference only; see [`crate::cpu::panels`]). Needs f32 CPU weights.
     pub fn pack_f32(&mut self) -> Result<()> {
         self.encoder.pack_f32()
     }

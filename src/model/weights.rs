@@ -16,6 +16,7 @@ use candle_nn::{Init, VarBuilder, VarMap};
 
 use super::Model;
 use super::config::ModelConfig;
+use super::names::{self, is_buffer};
 use crate::error::{Error, Result};
 use crate::output::write_atomic;
 
@@ -157,18 +158,16 @@ fn f16_bytes_to_f32(bytes: &[u8]) -> Vec<f32> {
     values
         .par_chunks_mut(TASK_VALUES)
         .zip(bytes.par_chunks(2 * TASK_VALUES))
-        .for_each(|(values, bytes)| {
-            // SAFETY: every bit pattern is a valid f16; align_to only reinterprets the part
-            // that is aligned.
-            let (head, halves, tail) = unsafe { bytes.align_to::<half::f16>() };
-            if cfg!(target_endian = "little") && head.is_empty() && tail.is_empty() {
-                halves.convert_to_f32_slice(values);
-            } else {
-                for (value, pair) in values.iter_mut().zip(bytes.chunks_exact(2)) {
-                    *value = half::f16::from_le_bytes([pair[0], pair[1]]).to_f32();
+        .for_each(
+            |(values, bytes)| match bytemuck::try_cast_slice::<u8, half::f16>(bytes) {
+                Ok(halves) if cfg!(target_endian = "little") => halves.convert_to_f32_slice(values),
+                _ => {
+                    for (value, pair) in values.iter_mut().zip(bytes.chunks_exact(2)) {
+                        *value = half::f16::from_le_bytes([pair[0], pair[1]]).to_f32();
+                    }
                 }
-            }
-        });
+            },
+        );
     values
 }
 
@@ -200,11 +199,6 @@ fn is_float(dtype: safetensors::Dtype) -> bool {
     matches!(dtype, F16 | BF16 | F32 | F64)
 }
 
-/// Buffers that transformers saves but that carry no learned values.
-fn is_buffer(name: &str) -> bool {
-    name.ends_with("position_ids")
-}
-
 /// Maps the model's tensor names to the file's: old LayerNorm names (`gamma`/`beta`)
 /// become `weight`/`bias`, and a base checkpoint's encoder gets its architecture prefix.
 fn name_map(stored: &[String], prefix: &str) -> (HashMap<String, String>, bool) {
@@ -212,13 +206,7 @@ fn name_map(stored: &[String], prefix: &str) -> (HashMap<String, String>, bool) 
     let add_prefix = !stored.iter().any(|n| n.starts_with(&dotted));
     let mut map = HashMap::new();
     for name in stored {
-        let canonical = if let Some(stem) = name.strip_suffix(".gamma") {
-            format!("{stem}.weight")
-        } else if let Some(stem) = name.strip_suffix(".beta") {
-            format!("{stem}.bias")
-        } else {
-            name.clone()
-        };
+        let canonical = names::canonical(name);
         if add_prefix {
             // Encoder tensors of a base checkpoint; head tensors keep their own names.
             map.insert(format!("{dotted}{canonical}"), name.clone());
@@ -243,9 +231,7 @@ fn open(path: &Path) -> Result<MmapedSafetensors> {
             ),
         });
     }
-    // SAFETY: the file is mapped read-only; like every mmap-based loader (transformers,
-    // candle) we rely on it not being truncated by another process while loading.
-    unsafe { MmapedSafetensors::new(path) }.map_err(|e| Error::CorruptWeights {
+    crate::os::map_safetensors(path).map_err(|e| Error::CorruptWeights {
         path: path.to_path_buf(),
         reason: root_cause(&e),
     })
