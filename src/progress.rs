@@ -154,8 +154,9 @@ impl LabelProgress {
     }
 }
 
-/// The number of documents in `inputs`, counted cheaply (files, or non-blank lines of JSONL
-/// and CSV/TSV files); `None` for standard input. Only for the progress bar.
+/// The number of documents in `inputs` (text files, or records counted by
+/// [`standpoint::data::count_records`]); `None` for standard input or a file those readers
+/// refuse (the labelling run reports that error itself). Only for the progress bar.
 pub fn count_documents(
     inputs: &[String],
     format: Option<standpoint::label::documents::InputFormat>,
@@ -176,14 +177,8 @@ pub fn count_documents(
                 total += files.map_or(0, |f| f.len() as u64);
             }
             InputFormat::Text => total += 1,
-            fmt => {
-                let bytes = std::fs::read(path).ok()?;
-                let lines = bytes
-                    .split(|&b| b == b'\n')
-                    .filter(|l| l.iter().any(|b| !b.is_ascii_whitespace()))
-                    .count() as u64;
-                let header = u64::from(fmt != InputFormat::Jsonl);
-                total += lines.saturating_sub(header);
+            InputFormat::Records(format) => {
+                total += standpoint::data::count_records(path, format).ok()?;
             }
         }
     }

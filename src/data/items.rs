@@ -9,6 +9,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::{DataSource, LabelledExample};
 use crate::calibration;
+use crate::classify::batching;
 use crate::error::{Error, Result};
 use crate::metrics::{ConfusionMatrix, EvalReport, HeadReport};
 use crate::model::nn::Param;
@@ -232,10 +233,9 @@ pub fn head_logits(
 ) -> Result<Vec<HeadLogits>> {
     let heads = &model.config().heads;
     let mut out = vec![HeadLogits::default(); heads.len()];
-    let mut order: Vec<usize> = (0..items.len()).collect();
-    order.sort_by_key(|&i| items[i].encoded.len());
+    let lengths: Vec<usize> = items.iter().map(|item| item.encoded.len()).collect();
     let pad = model.config().encoder.pad_token_id;
-    for batch in order.chunks(batch_size.max(1)) {
+    for batch in &batching::by_length(&lengths, batch_size, batching::DEFAULT_BATCH_TOKENS) {
         let needed: Vec<usize> = (0..heads.len())
             .filter(|&h| batch.iter().any(|&i| items[i].labels[h].is_some()))
             .collect();

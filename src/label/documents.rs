@@ -25,31 +25,38 @@ pub struct Document {
     pub text: String,
 }
 
-/// How input records are laid out.
+/// How input documents are laid out: whole text files, or records of a data file in one
+/// of the formats training reads ([`DataFormat`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InputFormat {
     /// Each file is one document (folders are walked, sorted by path).
     Text,
-    /// One JSON object per line.
-    Jsonl,
-    /// Comma-separated with a header row.
-    Csv,
-    /// Tab-separated with a header row.
-    Tsv,
+    /// One document per record: JSON Lines, CSV or TSV with a header row.
+    Records(DataFormat),
 }
 
 impl InputFormat {
-    /// Parses `text`, `jsonl`, `csv` or `tsv`.
+    /// JSON Lines, the format of standard input unless told otherwise.
+    pub const JSONL: InputFormat = InputFormat::Records(DataFormat::Jsonl);
+
+    /// Parses `text` (or `txt`), or a [`DataFormat`] name: `jsonl` (also `ndjson`, `json`),
+    /// `csv`, `tsv`.
+    ///
+    /// ```
+    /// use standpoint::data::DataFormat;
+    /// use standpoint::label::documents::InputFormat;
+    /// assert_eq!(InputFormat::parse("csv").unwrap(), InputFormat::Records(DataFormat::Csv));
+    /// ```
     pub fn parse(name: &str) -> Result<Self> {
         match name {
             "text" | "txt" => Ok(InputFormat::Text),
-            "jsonl" | "ndjson" | "json" => Ok(InputFormat::Jsonl),
-            "csv" => Ok(InputFormat::Csv),
-            "tsv" => Ok(InputFormat::Tsv),
-            other => Err(Error::InvalidOption {
-                option: "format",
-                reason: format!("unknown input format {other:?} (text, jsonl, csv, tsv)"),
-            }),
+            other => other
+                .parse()
+                .map(InputFormat::Records)
+                .map_err(|_| Error::InvalidOption {
+                    option: "format",
+                    reason: format!("unknown input format {other:?} (text, jsonl, csv, tsv)"),
+                }),
         }
     }
 
@@ -59,16 +66,11 @@ impl InputFormat {
     ///
     /// ```
     /// use standpoint::label::documents::InputFormat;
-    /// assert_eq!(InputFormat::of_path("rows.json".as_ref()), InputFormat::Jsonl);
+    /// assert_eq!(InputFormat::of_path("rows.json".as_ref()), InputFormat::JSONL);
     /// assert_eq!(InputFormat::of_path("article.txt".as_ref()), InputFormat::Text);
     /// ```
     pub fn of_path(path: &Path) -> Self {
-        match DataFormat::from_path(path) {
-            Some(DataFormat::Jsonl) => InputFormat::Jsonl,
-            Some(DataFormat::Csv) => InputFormat::Csv,
-            Some(DataFormat::Tsv) => InputFormat::Tsv,
-            None => InputFormat::Text,
-        }
+        DataFormat::from_path(path).map_or(InputFormat::Text, InputFormat::Records)
     }
 }
 
@@ -105,7 +107,7 @@ pub fn read_documents(
             parts.push(records(
                 reader,
                 "<stdin>",
-                format.unwrap_or(InputFormat::Jsonl),
+                format.unwrap_or(InputFormat::JSONL),
                 fields,
             )?);
             continue;
@@ -224,17 +226,15 @@ fn records(
     fields: &DocumentFields,
 ) -> Result<Box<dyn Iterator<Item = Result<Document>>>> {
     Ok(match format {
-        InputFormat::Jsonl => Box::new(JsonlDocuments {
+        InputFormat::Records(DataFormat::Jsonl) => Box::new(JsonlDocuments {
             lines: JsonlLines::new(reader, name),
             fields: fields.clone(),
         }),
-        InputFormat::Csv | InputFormat::Tsv => {
-            let delimiter = if format == InputFormat::Csv {
-                b','
-            } else {
-                b'\t'
-            };
-            Box::new(csv_documents(reader, name, delimiter, fields)?)
+        InputFormat::Records(DataFormat::Csv) => {
+            Box::new(csv_documents(reader, name, b',', fields)?)
+        }
+        InputFormat::Records(DataFormat::Tsv) => {
+            Box::new(csv_documents(reader, name, b'\t', fields)?)
         }
         InputFormat::Text => {
             let mut text = Vec::new();

@@ -1,5 +1,7 @@
 //! The inference path: a loaded model plus tokenizer that labels queries.
 
+pub mod batching;
+
 use std::path::Path;
 
 use candle_core::{DType, Device, IndexOp};
@@ -46,7 +48,7 @@ impl Default for ClassifierOptions {
             dtype: None,
             int8: false,
             batch_size: 64,
-            batch_tokens: Some(4096),
+            batch_tokens: Some(batching::DEFAULT_BATCH_TOKENS),
             max_length: None,
             resolve: ResolveOptions::default(),
         }
@@ -550,24 +552,11 @@ impl Classifier {
     /// size and the token budget; results are scattered back by query index, so order
     /// does not matter.
     fn batches<'a>(&self, jobs: &'a [Job]) -> Vec<Vec<&'a Job>> {
-        let mut sorted: Vec<&Job> = jobs.iter().collect();
-        sorted.sort_by_key(|j| j.encoded.len());
-        let mut batches: Vec<Vec<&Job>> = Vec::new();
-        let mut current: Vec<&Job> = Vec::new();
-        for job in sorted {
-            // Sorted ascending: this job is the longest of the batch if added.
-            let padded = (current.len() + 1) * job.encoded.len();
-            if !current.is_empty()
-                && (current.len() == self.batch_size || padded > self.batch_tokens)
-            {
-                batches.push(std::mem::take(&mut current));
-            }
-            current.push(job);
-        }
-        if !current.is_empty() {
-            batches.push(current);
-        }
-        batches
+        let lengths: Vec<usize> = jobs.iter().map(|j| j.encoded.len()).collect();
+        batching::by_length(&lengths, self.batch_size, self.batch_tokens)
+            .into_iter()
+            .map(|batch| batch.into_iter().map(|i| &jobs[i]).collect())
+            .collect()
     }
 }
 
