@@ -21,9 +21,7 @@ use standpoint::label::pipeline::{Event, LabelOptions, Labeller, Position};
 use standpoint::metrics::PerTargetReport;
 use standpoint::output::Sink;
 use standpoint::train::{HeadPlan, TrainConfig};
-use standpoint::{
-    Classifier, ClassifierOptions, HeadPooling, Prediction, Query, parse_device, parse_dtype,
-};
+use standpoint::{Classifier, ClassifierOptions, Prediction, Query, parse_device, parse_dtype};
 
 /// See [`standpoint::allocator`]: tensors are freed and reallocated every batch and step.
 #[global_allocator]
@@ -149,12 +147,7 @@ struct TrainArgs {
     output: Option<PathBuf>,
     /// Continue the interrupted run in this output folder, with its saved settings
     /// (other settings are refused rather than ignored).
-    #[arg(long, value_name = "OUTPUT", conflicts_with_all = [
-        "base", "output", "train", "dev", "heads", "schema", "text_field", "target_field",
-        "pooling", "epochs", "batch_size", "grad_accum", "lr", "weight_decay", "warmup_ratio",
-        "max_grad_norm", "label_smoothing", "class_weights", "max_length", "seed", "patience",
-        "select", "save_every", "name", "version", "device",
-    ])]
+    #[arg(long, value_name = "OUTPUT", conflicts_with_all = ["TrainConfig", "base", "output", "train", "heads"])]
     resume: Option<PathBuf>,
     /// Training file, FILE[:WEIGHT] (JSONL, CSV or TSV); repeat to mix files.
     #[arg(
@@ -163,75 +156,16 @@ struct TrainArgs {
         required_unless_present = "resume"
     )]
     train: Vec<String>,
-    /// Dev file for evaluation and model selection; repeatable.
-    #[arg(long = "dev", value_name = "FILE")]
-    dev: Vec<String>,
     /// Head to train, NAME[:pair|text|auto][=FIELD] (default input: pair); repeatable.
-    #[arg(long = "head", value_name = "SPEC", required_unless_present = "resume")]
-    heads: Vec<String>,
-    /// Label schema JSON ({"heads": [{"name", "labels"}]}); default: labels found in the data.
-    #[arg(long)]
-    schema: Option<PathBuf>,
-    /// Field holding the sentence.
-    #[arg(long, default_value_t = train_defaults().text_field)]
-    text_field: String,
-    /// Field holding the target.
-    #[arg(long, default_value_t = train_defaults().target_field)]
-    target_field: String,
-    /// Pooling of new heads: mean, pooler, dense_tanh or dense_relu.
-    #[arg(long, default_value = "mean")]
-    pooling: String,
-    #[arg(long, default_value_t = train_defaults().epochs)]
-    epochs: usize,
-    #[arg(long, default_value_t = train_defaults().batch_size)]
-    batch_size: usize,
-    /// Micro-batches per optimizer step.
-    #[arg(long, default_value_t = train_defaults().grad_accum)]
-    grad_accum: usize,
-    /// Peak learning rate.
-    #[arg(long, default_value_t = train_defaults().lr)]
-    lr: f64,
-    #[arg(long, default_value_t = train_defaults().weight_decay)]
-    weight_decay: f64,
-    /// Fraction of steps spent warming up.
-    #[arg(long, default_value_t = train_defaults().warmup_ratio)]
-    warmup_ratio: f64,
-    /// Clip gradients to this global norm (0: off).
-    #[arg(long, default_value_t = train_defaults().max_grad_norm)]
-    max_grad_norm: f64,
-    #[arg(long, default_value_t = train_defaults().label_smoothing)]
-    label_smoothing: f64,
-    /// Weight classes by inverse frequency.
-    #[arg(long)]
-    class_weights: bool,
-    /// Token limit per input.
-    #[arg(long, default_value_t = train_defaults().max_length)]
-    max_length: usize,
-    #[arg(long, default_value_t = train_defaults().seed)]
-    seed: u64,
-    /// Stop after this many epochs without improvement.
-    #[arg(long)]
-    patience: Option<usize>,
-    /// Dev metric for the best checkpoint: [HEAD.|mean.]accuracy|macro_f1|macro_recall|favor_against_f1.
-    #[arg(long, default_value_t = train_defaults().select)]
-    select: String,
-    /// Save resume state every N optimizer steps (0: at epoch ends only).
-    #[arg(long, default_value_t = train_defaults().save_every)]
-    save_every: usize,
-    /// Model name written to config.json.
-    #[arg(long)]
-    name: Option<String>,
-    /// Model version written to config.json.
-    #[arg(long)]
-    version: Option<String>,
-    /// cpu, cuda[:N] or metal[:N].
-    #[arg(long, default_value = "cpu")]
-    device: String,
-}
-
-/// The library's training defaults: the CLI states none of its own.
-fn train_defaults() -> standpoint::train::TrainConfig {
-    standpoint::train::TrainConfig::new("", std::path::Path::new(""), Vec::new(), Vec::new())
+    #[arg(
+        long = "head",
+        value_name = "SPEC",
+        required_unless_present = "resume",
+        value_parser = HeadPlan::parse
+    )]
+    heads: Vec<HeadPlan>,
+    #[command(flatten)]
+    config: TrainConfig,
 }
 
 #[derive(Args)]
@@ -619,39 +553,12 @@ fn train_config(args: &TrainArgs) -> Result<TrainConfig> {
     let (Some(base), Some(output)) = (&args.base, &args.output) else {
         anyhow::bail!("--base and --output are required (or --resume OUTPUT)");
     };
-    let heads = args
-        .heads
-        .iter()
-        .map(|h| HeadPlan::parse(h))
-        .collect::<standpoint::Result<Vec<_>>>()?;
-    let pooling: HeadPooling =
-        serde_json::from_value(serde_json::Value::String(args.pooling.clone())).map_err(|_| {
-            anyhow::anyhow!("--pooling must be mean, pooler, dense_tanh or dense_relu")
-        })?;
     Ok(TrainConfig {
-        dev: args.dev.clone(),
-        schema: args.schema.clone(),
-        text_field: args.text_field.clone(),
-        target_field: args.target_field.clone(),
-        pooling,
-        epochs: args.epochs,
-        batch_size: args.batch_size,
-        grad_accum: args.grad_accum,
-        lr: args.lr,
-        weight_decay: args.weight_decay,
-        warmup_ratio: args.warmup_ratio,
-        max_grad_norm: args.max_grad_norm,
-        label_smoothing: args.label_smoothing,
-        class_weights: args.class_weights,
-        max_length: args.max_length,
-        seed: args.seed,
-        patience: args.patience,
-        select: args.select.clone(),
-        save_every: args.save_every,
-        name: args.name.clone(),
-        version: args.version.clone(),
-        device: args.device.clone(),
-        ..TrainConfig::new(base, output, args.train.clone(), heads)
+        base: base.clone(),
+        output: output.clone(),
+        train: args.train.clone(),
+        heads: args.heads.clone(),
+        ..args.config.clone()
     })
 }
 

@@ -132,7 +132,9 @@ impl HeadInput {
 
 /// How a head turns the encoder's hidden states into one vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "cli", value(rename_all = "snake_case"))]
 pub enum HeadPooling {
     /// The encoder's pooler (dense + tanh on the first token), then `classifier`. BERT's head.
     Pooler,

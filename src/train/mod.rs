@@ -82,97 +82,147 @@ impl HeadPlan {
 }
 
 /// Everything a training run depends on; saved as `training_config.json` in the output.
+///
+/// With the `cli` feature it is also the `standpoint train` command line (`clap::Args`): one
+/// list of settings and defaults for the library and the binary. The data, heads, base and
+/// output are the binary's own arguments (skipped here), since `--resume` replaces them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct TrainConfig {
     /// Starting point: an encoder or a standpoint model (folder or hub id).
+    #[cfg_attr(feature = "cli", arg(skip))]
     pub base: String,
     /// Output folder: the best model, `metrics.jsonl`, and `last/` for resuming.
+    #[cfg_attr(feature = "cli", arg(skip))]
     pub output: PathBuf,
     /// Training files as `FILE[:WEIGHT]`.
+    #[cfg_attr(feature = "cli", arg(skip))]
     pub train: Vec<String>,
-    /// Dev files for evaluation and model selection.
+    /// Dev file for evaluation and model selection; repeatable.
     #[serde(default)]
+    #[cfg_attr(feature = "cli", arg(long = "dev", value_name = "FILE"))]
     pub dev: Vec<String>,
     /// Heads to train.
+    #[cfg_attr(feature = "cli", arg(skip))]
     pub heads: Vec<HeadPlan>,
-    /// A label schema file; otherwise labels are collected from the training data.
+    /// Label schema JSON (`{"heads": [{"name", "labels"}]}`); default: labels found in the data.
     #[serde(default)]
+    #[cfg_attr(feature = "cli", arg(long))]
     pub schema: Option<PathBuf>,
     /// Field holding the sentence.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = defaults().text_field))]
     pub text_field: String,
     /// Field holding the target.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = defaults().target_field))]
     pub target_field: String,
     /// Pooling of new heads.
+    #[cfg_attr(feature = "cli", arg(long, value_enum, default_value_t = defaults().pooling))]
     pub pooling: HeadPooling,
     /// Passes over the training data.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = defaults().epochs))]
     pub epochs: usize,
     /// Items per micro-batch.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = defaults().batch_size))]
     pub batch_size: usize,
     /// Micro-batches per optimizer step.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = defaults().grad_accum))]
     pub grad_accum: usize,
     /// Peak learning rate.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = defaults().lr))]
     pub lr: f64,
     /// AdamW weight decay (not applied to biases and LayerNorm).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = defaults().weight_decay))]
     pub weight_decay: f64,
     /// Fraction of the steps spent warming up.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = defaults().warmup_ratio))]
     pub warmup_ratio: f64,
     /// Gradient clipping by global norm; 0 disables.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = defaults().max_grad_norm))]
     pub max_grad_norm: f64,
     /// Label smoothing of the cross-entropy.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = defaults().label_smoothing))]
     pub label_smoothing: f64,
     /// Weight classes by inverse frequency.
+    #[cfg_attr(feature = "cli", arg(long))]
     pub class_weights: bool,
     /// Token limit per input.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = defaults().max_length))]
     pub max_length: usize,
     /// Seed of data order and dropout.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = defaults().seed))]
     pub seed: u64,
     /// Stop after this many epochs without improvement of the selection metric.
     #[serde(default)]
+    #[cfg_attr(feature = "cli", arg(long))]
     pub patience: Option<usize>,
-    /// Dev metric choosing the best checkpoint, e.g. `mean.macro_f1` or `stance.favor_against_f1`.
+    /// Dev metric choosing the best checkpoint:
+    /// `[HEAD.|mean.]accuracy|macro_f1|macro_recall|favor_against_f1`.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = defaults().select))]
     pub select: String,
     /// Save resume state every this many optimizer steps (and at each epoch end); 0: epochs only.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = defaults().save_every))]
     pub save_every: usize,
     /// Model name written to the config.
     #[serde(default)]
+    #[cfg_attr(feature = "cli", arg(long))]
     pub name: Option<String>,
     /// Model version written to the config.
     #[serde(default)]
+    #[cfg_attr(feature = "cli", arg(long))]
     pub version: Option<String>,
     /// `cpu`, `cuda[:N]` or `metal[:N]`.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = defaults().device))]
     pub device: String,
+}
+
+/// The defaults of every setting, for [`TrainConfig::new`] and the command line.
+fn defaults() -> TrainConfig {
+    TrainConfig {
+        base: String::new(),
+        output: PathBuf::new(),
+        train: Vec::new(),
+        dev: Vec::new(),
+        heads: Vec::new(),
+        schema: None,
+        text_field: "text".into(),
+        target_field: "target".into(),
+        pooling: HeadPooling::Mean,
+        epochs: 3,
+        batch_size: 32,
+        grad_accum: 1,
+        lr: 5e-5,
+        weight_decay: 0.01,
+        warmup_ratio: 0.1,
+        max_grad_norm: 1.0,
+        label_smoothing: 0.0,
+        class_weights: false,
+        max_length: 128,
+        seed: 42,
+        patience: None,
+        select: "mean.macro_f1".into(),
+        save_every: 200,
+        name: None,
+        version: None,
+        device: "cpu".into(),
+    }
 }
 
 impl TrainConfig {
     /// Defaults for everything but the data, heads, base and output.
+    ///
+    /// ```
+    /// use standpoint::train::{HeadPlan, TrainConfig};
+    /// let heads = vec![HeadPlan::parse("stance:pair").unwrap()];
+    /// let config = TrainConfig::new("base", "out".as_ref(), vec!["train.jsonl".into()], heads);
+    /// assert_eq!((config.epochs, config.batch_size), (3, 32));
+    /// ```
     pub fn new(base: &str, output: &Path, train: Vec<String>, heads: Vec<HeadPlan>) -> Self {
         TrainConfig {
             base: base.to_string(),
             output: output.to_path_buf(),
             train,
-            dev: Vec::new(),
             heads,
-            schema: None,
-            text_field: "text".into(),
-            target_field: "target".into(),
-            pooling: HeadPooling::Mean,
-            epochs: 3,
-            batch_size: 32,
-            grad_accum: 1,
-            lr: 5e-5,
-            weight_decay: 0.01,
-            warmup_ratio: 0.1,
-            max_grad_norm: 1.0,
-            label_smoothing: 0.0,
-            class_weights: false,
-            max_length: 128,
-            seed: 42,
-            patience: None,
-            select: "mean.macro_f1".into(),
-            save_every: 200,
-            name: None,
-            version: None,
-            device: "cpu".into(),
+            ..defaults()
         }
     }
 
