@@ -224,7 +224,7 @@ fn main() -> standpoint::Result<()> {
     let sentences: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     let queries: Vec<Query> = sentences.iter().map(|s| Query::text(s)).collect();
     let device = standpoint::parse_device(&arg("--device", "cpu"))?;
-    let dtype = standpoint::parse_dtype(&arg("--dtype", "f32"))?;
+    let dtype = standpoint::Precision::parse(&arg("--dtype", "f32"))?;
     let modes = arg("--modes", if device.is_cpu() { "f32,int8" } else { "f32" });
     let mut labels = Vec::new();
     let mut lengths = Vec::new();
@@ -232,9 +232,12 @@ fn main() -> standpoint::Result<()> {
     for mode in modes.split(',') {
         let peak_before = peak_matmul(mode)?;
         let options = ClassifierOptions {
-            int8: mode == "int8",
+            precision: if mode == "int8" {
+                standpoint::Precision::Int8
+            } else {
+                dtype
+            },
             device: device.clone(),
-            dtype: Some(dtype),
             ..ClassifierOptions::default()
         };
         let kernel = if mode == "int8" {

@@ -48,7 +48,7 @@ pub mod train;
 
 pub use classify::{
     Classifier, ClassifierOptions, DEFAULT_MODEL_ENV, HeadMatrix, HeadPrediction, ModelInfo,
-    Prediction, Query, default_model_dir, parse_device, parse_dtype,
+    Precision, Prediction, Query, default_model_dir, parse_device, parse_dtype,
 };
 pub use error::{Error, Result};
 pub use model::{Architecture, HeadInput, HeadPooling, HeadSpec, Model, ModelConfig};

@@ -21,7 +21,9 @@ use standpoint::label::pipeline::{Event, LabelOptions, Labeller, Position};
 use standpoint::metrics::PerTargetReport;
 use standpoint::output::Sink;
 use standpoint::train::{HeadPlan, TrainConfig};
-use standpoint::{Classifier, ClassifierOptions, Prediction, Query, parse_device, parse_dtype};
+use standpoint::{
+    Classifier, ClassifierOptions, Precision, Prediction, Query, parse_device, parse_dtype,
+};
 
 /// See [`standpoint::allocator`]: tensors are freed and reallocated every batch and step.
 #[global_allocator]
@@ -220,8 +222,8 @@ struct ModelArgs {
     device: String,
     /// Compute dtype: f32, f16, bf16, or int8 (int8 weights and activations in the encoder's
     /// dense layers, f32 elsewhere; CPU only).
-    #[arg(long, default_value = "f32")]
-    dtype: String,
+    #[arg(long, default_value = "f32", value_parser = Precision::parse)]
+    dtype: Precision,
 }
 
 impl ModelArgs {
@@ -231,15 +233,9 @@ impl ModelArgs {
         batch_tokens: Option<usize>,
         max_length: Option<usize>,
     ) -> Result<Classifier> {
-        let int8 = self.dtype == "int8";
         let options = ClassifierOptions {
             device: parse_device(&self.device)?,
-            dtype: Some(if int8 {
-                candle_core::DType::F32
-            } else {
-                parse_dtype(&self.dtype)?
-            }),
-            int8,
+            precision: self.dtype,
             batch_size,
             batch_tokens,
             max_length,

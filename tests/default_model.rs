@@ -149,7 +149,7 @@ fn int8_mode_keeps_the_labels_of_f32() {
     // Int8 weights and activations move probabilities slightly; labels of the clear-cut set
     // stay (all heads), and probabilities stay close.
     let int8 = Classifier::load_default(&ClassifierOptions {
-        int8: true,
+        precision: standpoint::Precision::Int8,
         ..ClassifierOptions::default()
     })
     .expect("int8 mode loads");
@@ -188,17 +188,6 @@ fn int8_mode_keeps_the_labels_of_f32() {
         "{same}/{total} labels agree"
     );
     assert!(worst < 0.1, "a probability moved by {worst}");
-}
-
-#[test]
-fn int8_mode_needs_the_cpu_in_f32() {
-    let err = Classifier::load_default(&ClassifierOptions {
-        int8: true,
-        dtype: Some(candle_core::DType::F16),
-        ..ClassifierOptions::default()
-    })
-    .unwrap_err();
-    assert!(err.to_string().contains("int8"), "{err}");
 }
 
 const DIPLOMATIC_TEST: &str = concat!(

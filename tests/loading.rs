@@ -4,7 +4,7 @@ mod common;
 
 use candle_core::DType;
 use common::*;
-use standpoint::{ClassifierOptions, Error, Query};
+use standpoint::{ClassifierOptions, Error, Precision, Query};
 
 fn probabilities(classifier: &standpoint::Classifier, queries: &[Query]) -> Vec<f32> {
     classifier
@@ -119,9 +119,9 @@ fn half_precision_weights_load_and_compute() {
                 *t = t.to_dtype(stored).unwrap();
             }
         });
-        for compute in [DType::F32, DType::F16, DType::BF16] {
+        for compute in [Precision::F32, Precision::F16, Precision::Bf16] {
             let options = ClassifierOptions {
-                dtype: Some(compute),
+                precision: compute,
                 ..Default::default()
             };
             let classifier = standpoint::Classifier::load(dir.to_str().unwrap(), &options).unwrap();
@@ -363,6 +363,11 @@ fn unknown_device_or_dtype_is_a_clear_error() {
         assert!(err.contains("cuda"), "{err}");
     }
     assert!(standpoint::parse_dtype("f8").is_err());
+    // int8 is a compute precision, not a storage dtype.
+    assert!(standpoint::parse_dtype("int8").is_err());
+    assert_eq!(Precision::parse("int8").unwrap(), Precision::Int8);
+    let err = Precision::parse("int4").unwrap_err().to_string();
+    assert!(err.contains("int8"), "{err}");
 }
 
 #[test]

@@ -23,7 +23,7 @@ fn tensor(rows: &[Vec<u32>], device: &Device) -> Tensor {
 
 fn check_model(name: &str) {
     let options = test_device_options();
-    let tolerance = if options.dtype == Some(candle_core::DType::F32) {
+    let tolerance = if options.precision == standpoint::Precision::F32 {
         TOLERANCE
     } else {
         HALF_TOLERANCE
@@ -38,7 +38,7 @@ fn check_model(name: &str) {
     assert!(!reference.cases.is_empty());
     // On f32 CPU the layers run on real tokens only and padded positions are zero;
     // elsewhere they are computed (masked) as transformers does.
-    let packed = device.is_cpu() && options.dtype == Some(candle_core::DType::F32);
+    let packed = device.is_cpu() && options.precision == standpoint::Precision::F32;
     let mut padded_positions = 0usize;
     for case in &reference.cases {
         let what = format!("{name}/{}", case.name);

@@ -23,12 +23,8 @@ use crate::tokenize::{Encoded, TextEncoder, pad_batch};
 pub struct ClassifierOptions {
     /// Where to compute. CPU by default.
     pub device: Device,
-    /// Compute dtype; `None` means f32.
-    pub dtype: Option<DType>,
-    /// Run the encoder's dense layers with int8 weights (per output channel) and int8
-    /// activations (per token), accumulating exactly in i32: faster on CPUs with AVX-512 VNNI,
-    /// slightly different scores (see the README's speed section). CPU and f32 only.
-    pub int8: bool,
+    /// What the encoder computes in: f32 (default), f16, bf16 or int8.
+    pub precision: Precision,
     /// Most inputs per encoder pass.
     pub batch_size: usize,
     /// Most padded tokens per encoder pass (inputs × longest input); `None`: no limit.
@@ -45,8 +41,7 @@ impl Default for ClassifierOptions {
     fn default() -> Self {
         ClassifierOptions {
             device: Device::Cpu,
-            dtype: None,
-            int8: false,
+            precision: Precision::F32,
             batch_size: 64,
             batch_tokens: Some(batching::DEFAULT_BATCH_TOKENS),
             max_length: None,
@@ -268,12 +263,8 @@ impl Classifier {
             });
         }
         let config = ModelConfig::from_file(&config_path(dir))?;
-        let dtype = options.dtype.unwrap_or(DType::F32);
-        if !dtype.is_float() {
-            return Err(Error::Unavailable(format!(
-                "compute dtype {dtype:?} is not a float type"
-            )));
-        }
+        let dtype = options.precision.float_dtype();
+        let int8 = options.precision == Precision::Int8;
         let max_length = options
             .max_length
             .unwrap_or(usize::MAX)
@@ -291,18 +282,15 @@ impl Classifier {
                 ),
             ));
         }
-        if options.int8 && (!options.device.is_cpu() || dtype != DType::F32) {
+        if int8 && !options.device.is_cpu() {
             return Err(Error::InvalidOption {
-                option: "int8",
-                reason: format!(
-                    "int8 runs on the CPU in f32, not {dtype:?} on {:?}",
-                    options.device
-                ),
+                option: "precision",
+                reason: format!("int8 runs on the CPU, not on {:?}", options.device),
             });
         }
         let (mut model, report) =
             weights::load(&weights::weights_path(dir), &config, dtype, &options.device)?;
-        if options.int8 {
+        if int8 {
             model.quantize_int8()?;
         } else if options.device.is_cpu() && dtype == DType::F32 {
             model.pack_f32()?;
@@ -314,7 +302,7 @@ impl Classifier {
             source,
             device: options.device.clone(),
             dtype,
-            int8: options.int8,
+            int8,
             batch_size: options.batch_size,
             batch_tokens: options.batch_tokens.unwrap_or(usize::MAX),
         })
@@ -635,7 +623,75 @@ pub fn parse_device(spec: &str) -> Result<Device> {
     }
 }
 
-/// Parses `f32`, `f16` or `bf16`.
+/// What a [`Classifier`] computes in.
+///
+/// ```
+/// use standpoint::Precision;
+/// let precision: Precision = "int8".parse().unwrap();
+/// assert_eq!(precision, Precision::Int8);
+/// assert_eq!(precision.float_dtype(), candle_core::DType::F32);
+/// assert_eq!(precision.to_string(), "int8");
+/// assert!("int4".parse::<Precision>().is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum Precision {
+    /// f32 throughout.
+    #[default]
+    F32,
+    /// f16 throughout (for GPUs; slow on most CPUs).
+    F16,
+    /// bf16 throughout.
+    Bf16,
+    /// int8 weights (per output channel) and activations (per token) in the encoder's dense
+    /// layers, accumulated exactly in i32, f32 elsewhere: faster on CPUs with AVX-512 VNNI or
+    /// AMX, slightly different scores (see the README's speed section). CPU only.
+    Int8,
+}
+
+impl Precision {
+    /// Parses `f32`, `f16`, `bf16` or `int8`.
+    pub fn parse(spec: &str) -> Result<Self> {
+        match spec {
+            "f32" => Ok(Precision::F32),
+            "f16" => Ok(Precision::F16),
+            "bf16" => Ok(Precision::Bf16),
+            "int8" => Ok(Precision::Int8),
+            other => Err(Error::Unavailable(format!(
+                "unknown precision {other:?} (expected f32, f16, bf16 or int8)"
+            ))),
+        }
+    }
+
+    /// The float dtype of weights and activations (f32 around int8 layers).
+    pub fn float_dtype(self) -> DType {
+        match self {
+            Precision::F32 | Precision::Int8 => DType::F32,
+            Precision::F16 => DType::F16,
+            Precision::Bf16 => DType::BF16,
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = Error;
+
+    fn from_str(spec: &str) -> Result<Self> {
+        Precision::parse(spec)
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+            Precision::Bf16 => "bf16",
+            Precision::Int8 => "int8",
+        })
+    }
+}
+
+/// Parses a storage dtype: `f32`, `f16` or `bf16`.
 pub fn parse_dtype(spec: &str) -> Result<DType> {
     match spec {
         "f32" => Ok(DType::F32),

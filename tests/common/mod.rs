@@ -126,7 +126,7 @@ pub fn test_device_options() -> standpoint::ClassifierOptions {
     let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
     standpoint::ClassifierOptions {
         device: standpoint::parse_device(&var("STANDPOINT_TEST_DEVICE", "cpu")).unwrap(),
-        dtype: Some(standpoint::parse_dtype(&var("STANDPOINT_TEST_DTYPE", "f32")).unwrap()),
+        precision: standpoint::Precision::parse(&var("STANDPOINT_TEST_DTYPE", "f32")).unwrap(),
         ..standpoint::ClassifierOptions::default()
     }
 }
