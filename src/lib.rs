@@ -27,7 +27,6 @@
 
 #[allow(unsafe_code)]
 pub mod allocator;
-pub mod calibration;
 pub mod classify;
 #[allow(unsafe_code)]
 pub mod cpu;
@@ -37,7 +36,6 @@ pub mod eval;
 pub mod export;
 pub mod hub;
 pub mod label;
-pub mod metrics;
 pub mod model;
 #[allow(unsafe_code)]
 mod os;

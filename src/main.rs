@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 use standpoint::data::jsonl::{JsonlQueries, QueryRecord};
+use standpoint::eval::metrics::PerTargetReport;
 use standpoint::eval::{EvalFields, calibrate_files, evaluate_files, evaluate_files_per_target};
 use standpoint::hub::ResolveOptions;
 use standpoint::label::actors::ActorSet;
@@ -18,7 +19,6 @@ use standpoint::label::output::{
     LabelOutput, OnError, OutputFormat, RowFormatter, RunSettings, check_apart,
 };
 use standpoint::label::pipeline::{Event, LabelOptions, Labeller, Position};
-use standpoint::metrics::PerTargetReport;
 use standpoint::output::Sink;
 use standpoint::train::{HeadPlan, TrainConfig};
 use standpoint::{

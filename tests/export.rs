@@ -111,7 +111,7 @@ fn temperature_divides_the_logits_and_keeps_the_labels() {
         for (x, y) in p.iter().zip(s) {
             assert!((x * x / norm - y).abs() < 1e-5, "{p:?} -> {s:?}");
         }
-        let top = |v: &[f32]| standpoint::calibration::argmax(v);
+        let top = |v: &[f32]| standpoint::eval::calibration::argmax(v);
         assert_eq!(top(p), top(s));
     }
     for bad in [0.0, -1.0, f64::NAN] {

@@ -161,7 +161,7 @@ fn learns_a_decidable_task_and_saves_a_loadable_model() {
     );
     let report =
         standpoint::eval::evaluate_files(&classifier, &config.dev, &Default::default()).unwrap();
-    let mut saved: standpoint::metrics::EvalReport =
+    let mut saved: standpoint::eval::metrics::EvalReport =
         serde_json::from_str(&std::fs::read_to_string(out.join("eval.json")).unwrap()).unwrap();
     // Probability-based scores differ by float rounding (other batch padding); counts may not.
     let mut report = report;

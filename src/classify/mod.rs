@@ -15,7 +15,9 @@ use crate::error::{Error, Result};
 use crate::hub::{self, ModelSource, ResolveOptions};
 use crate::model::config::config_path;
 use crate::model::weights::{self, LoadReport};
-use crate::model::{Architecture, HeadInput, HeadSpec, Model, ModelConfig, Reading, heads};
+use crate::model::{
+    Architecture, EncoderInput, HeadInput, HeadSpec, Model, ModelConfig, Reading, heads,
+};
 use crate::tokenize::{Encoded, TextEncoder, pad_batch};
 
 /// How to load and run a classifier.
@@ -434,12 +436,7 @@ impl Classifier {
             .collect();
         let all_heads: Vec<usize> = (0..heads.len()).collect();
         for batch in self.batches(&jobs) {
-            let items: Vec<&Encoded> = batch.iter().map(|j| &j.encoded).collect();
-            let input = pad_batch(
-                &items,
-                self.model.config().encoder.pad_token_id,
-                &self.device,
-            )?;
+            let input = self.pad(&batch)?;
             let output = self.model.forward_t(&input, &all_heads, false)?;
             for (head, logits) in output.logits {
                 let spec = &heads[head];
@@ -468,12 +465,7 @@ impl Classifier {
         let hidden = self.model.config().encoder.hidden_size;
         let mut out = Array2::zeros((texts.len(), hidden));
         for batch in self.batches(&jobs) {
-            let items: Vec<&Encoded> = batch.iter().map(|j| &j.encoded).collect();
-            let input = pad_batch(
-                &items,
-                self.model.config().encoder.pad_token_id,
-                &self.device,
-            )?;
+            let input = self.pad(&batch)?;
             let states = self.model.encode(&input, false)?;
             let mut pooled =
                 ops::masked_mean(&states, &input.attention_mask)?.to_dtype(DType::F32)?;
@@ -539,6 +531,16 @@ impl Classifier {
     /// Groups jobs of similar length so padding stays small, each batch within the batch
     /// size and the token budget; results are scattered back by query index, so order
     /// does not matter.
+    /// One batch as the encoder's padded input.
+    fn pad(&self, batch: &[&Job]) -> Result<EncoderInput> {
+        let items: Vec<&Encoded> = batch.iter().map(|j| &j.encoded).collect();
+        Ok(pad_batch(
+            &items,
+            self.model.config().encoder.pad_token_id,
+            &self.device,
+        )?)
+    }
+
     fn batches<'a>(&self, jobs: &'a [Job]) -> Vec<Vec<&'a Job>> {
         let lengths: Vec<usize> = jobs.iter().map(|j| j.encoded.len()).collect();
         batching::by_length(&lengths, self.batch_size, self.batch_tokens)

@@ -706,12 +706,7 @@ mod amx {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn irregular(n: usize, seed: f32, scale: f32) -> Vec<f32> {
-        (0..n)
-            .map(|i| (((i as f32 + seed) * 0.754_877_7).fract() - 0.5) * scale)
-            .collect()
-    }
+    use crate::cpu::test_support::{irregular, layer_operands};
 
     fn reference(x: &[f32], w: &[f32], b: &[f32], n: usize, k: usize) -> Vec<f32> {
         let m = x.len() / k;
@@ -733,9 +728,7 @@ mod tests {
             (53, 70, 37),
             (100, 64, 384),
         ] {
-            let x = irregular(m * k, 0.0, 4.0);
-            let w = irregular(n * k, 1.0, 0.2);
-            let b = irregular(n, 2.0, 1.0);
+            let (x, w, b) = layer_operands(m, n, k, 0.0);
             let want = reference(&x, &w, &b, n, k);
             let got = Int8Linear::new(&w, &b, n, k).forward(&x);
             assert_eq!(got.len(), want.len());
@@ -762,9 +755,7 @@ mod tests {
             (61, 200, 96),
             (130, 48, 384),
         ] {
-            let x = irregular(m * k, 3.0, 4.0);
-            let w = irregular(n * k, 4.0, 0.2);
-            let b = irregular(n, 5.0, 1.0);
+            let (x, w, b) = layer_operands(m, n, k, 3.0);
             let layer = Int8Linear::new(&w, &b, n, k);
             let want = layer.forward_with(&x, Kernel::Scalar, false);
             for kernel in kernels {

@@ -298,12 +298,7 @@ unsafe fn rows_kernel<const R: usize>(a: &[f32], lda: usize, b: &[f32], depth: u
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn irregular(n: usize, seed: f32, scale: f32) -> Vec<f32> {
-        (0..n)
-            .map(|i| (((i as f32 + seed) * 0.754_877_7).fract() - 0.5) * scale)
-            .collect()
-    }
+    use crate::cpu::test_support::{irregular, layer_operands};
 
     #[test]
     fn matches_the_plain_product_on_odd_shapes() {
@@ -323,9 +318,7 @@ mod tests {
             (13, 70, 300),
             (250, 384, 1536),
         ] {
-            let x = irregular(m * k, 0.0, 4.0);
-            let w = irregular(n * k, 1.0, 0.2);
-            let b = irregular(n, 2.0, 1.0);
+            let (x, w, b) = layer_operands(m, n, k, 0.0);
             let got = PackedLinear::new(&w, &b, n, k).unwrap().forward(&x);
             assert_eq!(got.len(), m * n);
             for i in 0..m {

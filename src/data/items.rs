@@ -8,10 +8,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::{DataSource, LabelledExample};
-use crate::calibration;
 use crate::classify::batching;
 use crate::error::{Error, Result};
-use crate::metrics::{ConfusionMatrix, EvalReport, HeadReport};
+use crate::eval::calibration;
+use crate::eval::metrics::{ConfusionMatrix, EvalReport, HeadReport};
 use crate::model::nn::Param;
 use crate::model::{HeadSpec, Model, Reading};
 use crate::tokenize::{Encoded, TextEncoder, pad_batch};

@@ -8,7 +8,7 @@ use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::metrics::EvalReport;
+use crate::eval::metrics::EvalReport;
 use crate::model::weights::{save_tensors, varmap_tensors};
 use crate::output::write_atomic;
 

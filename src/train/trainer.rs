@@ -226,7 +226,7 @@ pub(super) fn run(
 }
 
 /// The dev metric `select` names, or an error listing the heads when it is not available.
-fn selection_metric(report: &crate::metrics::EvalReport, select: &str) -> Result<f64> {
+fn selection_metric(report: &crate::eval::metrics::EvalReport, select: &str) -> Result<f64> {
     report.metric(select).ok_or_else(|| Error::InvalidOption {
         option: "select",
         reason: format!(

@@ -1,17 +1,21 @@
-//! Evaluating a model on labelled files (`standpoint eval`).
+//! Evaluating a model on labelled files (`standpoint eval`): [`metrics`] scores predictions,
+//! [`calibration`] fits and measures softmax temperatures.
+
+pub mod calibration;
+pub mod metrics;
 
 use crate::classify::Classifier;
 use crate::error::{Error, Result};
-use crate::metrics::EvalReport;
 use crate::output::write_atomic;
+use metrics::EvalReport;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::calibration::{expected_calibration_error, fit_temperature, log_loss};
 use crate::data::items::{Item, build_items, head_logits, report_from_logits};
 use crate::data::{
     DataSource, FieldMap, HeadLabels, LabelSchema, LabelledExample, encode_labels, read_sources,
 };
+use calibration::{expected_calibration_error, fit_temperature, log_loss};
 
 /// Which fields of the data hold what; each head's labels are read from the field named
 /// like the head unless `head_fields` maps it elsewhere.
@@ -75,7 +79,7 @@ pub fn evaluate_files(
 /// One report per target (rows without a target are grouped under `""`), sorted by
 /// target: for metrics defined as a per-target average, such as P-Stance's mean of the
 /// favor/against F1 over its three targets (average them with
-/// [`mean_over_groups`](crate::metrics::mean_over_groups)).
+/// [`mean_over_groups`](crate::eval::metrics::mean_over_groups)).
 ///
 /// ```
 /// # fn main() -> standpoint::Result<()> {

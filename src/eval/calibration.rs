@@ -14,7 +14,7 @@ pub fn argmax(row: &[f32]) -> usize {
 /// Softmax of `row / temperature`, computed in f64.
 ///
 /// ```
-/// let p = standpoint::calibration::softmax(&[0.0, 0.0], 1.0);
+/// let p = standpoint::eval::calibration::softmax(&[0.0, 0.0], 1.0);
 /// assert_eq!(p, vec![0.5, 0.5]);
 /// ```
 pub fn softmax(row: &[f32], temperature: f64) -> Vec<f64> {
@@ -35,7 +35,7 @@ const ECE_BINS: usize = 15;
 /// their bin. 0 for no rows.
 ///
 /// ```
-/// use standpoint::calibration::expected_calibration_error;
+/// use standpoint::eval::calibration::expected_calibration_error;
 /// // Always 100% sure, right half the time: 0.5 off.
 /// let logits = vec![vec![30.0, 0.0], vec![30.0, 0.0]];
 /// let ece = expected_calibration_error(&logits, &[0, 1], 1.0);
@@ -67,7 +67,7 @@ pub fn expected_calibration_error(logits: &[Vec<f32>], gold: &[u32], temperature
 /// Mean negative log-likelihood (nats) of the gold labels at `temperature`; 0 for no rows.
 ///
 /// ```
-/// let loss = standpoint::calibration::log_loss(&[vec![0.0, 0.0]], &[1], 1.0);
+/// let loss = standpoint::eval::calibration::log_loss(&[vec![0.0, 0.0]], &[1], 1.0);
 /// assert!((loss - 2f64.ln()).abs() < 1e-12);
 /// ```
 pub fn log_loss(logits: &[Vec<f32>], gold: &[u32], temperature: f64) -> f64 {
@@ -87,7 +87,7 @@ pub fn log_loss(logits: &[Vec<f32>], gold: &[u32], temperature: f64) -> f64 {
 /// the inverse temperature, in which the loss is convex). 1 for no rows.
 ///
 /// ```
-/// use standpoint::calibration::{fit_temperature, log_loss};
+/// use standpoint::eval::calibration::{fit_temperature, log_loss};
 /// // Overconfident logits: right 3 times in 4, but always ~100% sure.
 /// let logits = vec![vec![10.0, 0.0]; 4];
 /// let gold = [0, 0, 0, 1];

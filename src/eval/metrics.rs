@@ -10,7 +10,7 @@
 //! - every score of an empty matrix (or an empty label set) is 0, never NaN.
 //!
 //! ```
-//! use standpoint::metrics::{ConfusionMatrix, EvalReport, HeadReport};
+//! use standpoint::eval::metrics::{ConfusionMatrix, EvalReport, HeadReport};
 //!
 //! let mut confusion = ConfusionMatrix::new(vec!["against".into(), "neutral".into(), "favor".into()]);
 //! for (gold, predicted) in [(0, 0), (1, 1), (2, 2), (2, 1)] {
@@ -19,7 +19,7 @@
 //! let report = EvalReport { heads: vec![HeadReport::new("stance", confusion)] };
 //! assert_eq!(report.metric("stance.accuracy"), Some(0.75));
 //! println!("{}", report.render());
-//! # Ok::<(), standpoint::metrics::MetricsError>(())
+//! # Ok::<(), standpoint::eval::metrics::MetricsError>(())
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -51,14 +51,14 @@ pub enum MetricsError {
 /// Deserialization checks that `counts` is square with one row per label.
 ///
 /// ```
-/// use standpoint::metrics::ConfusionMatrix;
+/// use standpoint::eval::metrics::ConfusionMatrix;
 ///
 /// let mut confusion = ConfusionMatrix::new(vec!["negative".into(), "positive".into()]);
 /// confusion.add(0, 0)?;
 /// confusion.add(1, 0)?;
 /// assert_eq!(confusion.counts(), [vec![1, 0], vec![1, 0]]);
 /// assert_eq!(confusion.accuracy(), 0.5);
-/// # Ok::<(), standpoint::metrics::MetricsError>(())
+/// # Ok::<(), standpoint::eval::metrics::MetricsError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "RawConfusion")]
@@ -93,7 +93,7 @@ impl ConfusionMatrix {
     /// An empty matrix over `labels`, in that order (label index = position).
     ///
     /// ```
-    /// use standpoint::metrics::ConfusionMatrix;
+    /// use standpoint::eval::metrics::ConfusionMatrix;
     ///
     /// let confusion = ConfusionMatrix::new(vec!["a".into(), "b".into()]);
     /// assert_eq!(confusion.total(), 0);
@@ -109,7 +109,7 @@ impl ConfusionMatrix {
     /// The label names, in index order.
     ///
     /// ```
-    /// use standpoint::metrics::ConfusionMatrix;
+    /// use standpoint::eval::metrics::ConfusionMatrix;
     ///
     /// let confusion = ConfusionMatrix::new(vec!["a".into(), "b".into()]);
     /// assert_eq!(confusion.labels(), ["a", "b"]);
@@ -121,12 +121,12 @@ impl ConfusionMatrix {
     /// The counts: `counts()[gold][predicted]`.
     ///
     /// ```
-    /// use standpoint::metrics::ConfusionMatrix;
+    /// use standpoint::eval::metrics::ConfusionMatrix;
     ///
     /// let mut confusion = ConfusionMatrix::new(vec!["a".into(), "b".into()]);
     /// confusion.add(0, 1)?;
     /// assert_eq!(confusion.counts()[0][1], 1);
-    /// # Ok::<(), standpoint::metrics::MetricsError>(())
+    /// # Ok::<(), standpoint::eval::metrics::MetricsError>(())
     /// ```
     pub fn counts(&self) -> &[Vec<u64>] {
         &self.counts
@@ -138,13 +138,13 @@ impl ConfusionMatrix {
     /// unchanged.
     ///
     /// ```
-    /// use standpoint::metrics::ConfusionMatrix;
+    /// use standpoint::eval::metrics::ConfusionMatrix;
     ///
     /// let mut confusion = ConfusionMatrix::new(vec!["a".into(), "b".into()]);
     /// confusion.add(1, 1)?;
     /// assert!(confusion.add(0, 2).is_err());
     /// assert_eq!(confusion.total(), 1);
-    /// # Ok::<(), standpoint::metrics::MetricsError>(())
+    /// # Ok::<(), standpoint::eval::metrics::MetricsError>(())
     /// ```
     pub fn add(&mut self, gold: usize, predicted: usize) -> Result<(), MetricsError> {
         let labels = self.labels.len();
@@ -158,7 +158,7 @@ impl ConfusionMatrix {
     /// Adds the counts of `other`, which must have the same labels in the same order.
     ///
     /// ```
-    /// use standpoint::metrics::ConfusionMatrix;
+    /// use standpoint::eval::metrics::ConfusionMatrix;
     ///
     /// let mut left = ConfusionMatrix::new(vec!["a".into(), "b".into()]);
     /// let mut right = left.clone();
@@ -167,7 +167,7 @@ impl ConfusionMatrix {
     /// left.merge(&right)?;
     /// assert_eq!(left.counts(), [vec![1, 0], vec![1, 0]]);
     /// assert!(left.merge(&ConfusionMatrix::new(vec!["b".into(), "a".into()])).is_err());
-    /// # Ok::<(), standpoint::metrics::MetricsError>(())
+    /// # Ok::<(), standpoint::eval::metrics::MetricsError>(())
     /// ```
     pub fn merge(&mut self, other: &ConfusionMatrix) -> Result<(), MetricsError> {
         if self.labels != other.labels {
@@ -187,13 +187,13 @@ impl ConfusionMatrix {
     /// The number of examples counted.
     ///
     /// ```
-    /// use standpoint::metrics::ConfusionMatrix;
+    /// use standpoint::eval::metrics::ConfusionMatrix;
     ///
     /// let mut confusion = ConfusionMatrix::new(vec!["a".into(), "b".into()]);
     /// confusion.add(0, 1)?;
     /// confusion.add(1, 1)?;
     /// assert_eq!(confusion.total(), 2);
-    /// # Ok::<(), standpoint::metrics::MetricsError>(())
+    /// # Ok::<(), standpoint::eval::metrics::MetricsError>(())
     /// ```
     pub fn total(&self) -> u64 {
         self.counts.iter().flatten().sum()
@@ -202,14 +202,14 @@ impl ConfusionMatrix {
     /// The fraction of examples whose prediction equals the gold label; 0.0 when empty.
     ///
     /// ```
-    /// use standpoint::metrics::ConfusionMatrix;
+    /// use standpoint::eval::metrics::ConfusionMatrix;
     ///
     /// let mut confusion = ConfusionMatrix::new(vec!["a".into(), "b".into()]);
     /// assert_eq!(confusion.accuracy(), 0.0);
     /// confusion.add(0, 0)?;
     /// confusion.add(1, 0)?;
     /// assert_eq!(confusion.accuracy(), 0.5);
-    /// # Ok::<(), standpoint::metrics::MetricsError>(())
+    /// # Ok::<(), standpoint::eval::metrics::MetricsError>(())
     /// ```
     pub fn accuracy(&self) -> f64 {
         let correct = (0..self.labels.len()).map(|i| self.counts[i][i]).sum();
@@ -220,7 +220,7 @@ impl ConfusionMatrix {
     /// docs for the zero-division conventions).
     ///
     /// ```
-    /// use standpoint::metrics::ConfusionMatrix;
+    /// use standpoint::eval::metrics::ConfusionMatrix;
     ///
     /// let mut confusion = ConfusionMatrix::new(vec!["a".into(), "b".into()]);
     /// confusion.add(0, 0)?;
@@ -228,7 +228,7 @@ impl ConfusionMatrix {
     /// let scores = confusion.class_scores();
     /// assert_eq!((scores[0].precision, scores[0].recall, scores[0].support), (0.5, 1.0, 1));
     /// assert_eq!(scores[1].precision, 0.0); // "b" is never predicted
-    /// # Ok::<(), standpoint::metrics::MetricsError>(())
+    /// # Ok::<(), standpoint::eval::metrics::MetricsError>(())
     /// ```
     pub fn class_scores(&self) -> Vec<ClassScores> {
         self.labels
@@ -259,13 +259,13 @@ impl ConfusionMatrix {
     /// The mean F1 over all labels of the set (0.0 for an empty label set).
     ///
     /// ```
-    /// use standpoint::metrics::ConfusionMatrix;
+    /// use standpoint::eval::metrics::ConfusionMatrix;
     ///
     /// let mut confusion = ConfusionMatrix::new(vec!["a".into(), "b".into()]);
     /// confusion.add(0, 0)?;
     /// // "b" has no examples and no predictions: its F1 of 0 still counts.
     /// assert_eq!(confusion.macro_f1(), 0.5);
-    /// # Ok::<(), standpoint::metrics::MetricsError>(())
+    /// # Ok::<(), standpoint::eval::metrics::MetricsError>(())
     /// ```
     pub fn macro_f1(&self) -> f64 {
         mean(self.class_scores().iter().map(|s| s.f1)).unwrap_or(0.0)
@@ -275,13 +275,13 @@ impl ConfusionMatrix {
     /// official metric of SemEval-2017 Task 4 (sentiment).
     ///
     /// ```
-    /// use standpoint::metrics::ConfusionMatrix;
+    /// use standpoint::eval::metrics::ConfusionMatrix;
     ///
     /// let mut confusion = ConfusionMatrix::new(vec!["a".into(), "b".into()]);
     /// confusion.add(0, 0)?;
     /// confusion.add(1, 0)?;
     /// assert_eq!(confusion.macro_recall(), 0.5);
-    /// # Ok::<(), standpoint::metrics::MetricsError>(())
+    /// # Ok::<(), standpoint::eval::metrics::MetricsError>(())
     /// ```
     pub fn macro_recall(&self) -> f64 {
         mean(self.class_scores().iter().map(|s| s.recall)).unwrap_or(0.0)
@@ -291,14 +291,14 @@ impl ConfusionMatrix {
     /// not in the label set.
     ///
     /// ```
-    /// use standpoint::metrics::ConfusionMatrix;
+    /// use standpoint::eval::metrics::ConfusionMatrix;
     ///
     /// let mut confusion = ConfusionMatrix::new(vec!["against".into(), "neutral".into(), "favor".into()]);
     /// confusion.add(0, 0)?;
     /// confusion.add(2, 1)?;
     /// assert_eq!(confusion.mean_f1_of(&["favor", "against"]), Some(0.5));
     /// assert_eq!(confusion.mean_f1_of(&["positive"]), None);
-    /// # Ok::<(), standpoint::metrics::MetricsError>(())
+    /// # Ok::<(), standpoint::eval::metrics::MetricsError>(())
     /// ```
     pub fn mean_f1_of(&self, labels: &[&str]) -> Option<f64> {
         let scores = self.class_scores();
@@ -313,13 +313,13 @@ impl ConfusionMatrix {
 /// Precision, recall, F1 and support of one label.
 ///
 /// ```
-/// use standpoint::metrics::ConfusionMatrix;
+/// use standpoint::eval::metrics::ConfusionMatrix;
 ///
 /// let mut confusion = ConfusionMatrix::new(vec!["a".into()]);
 /// confusion.add(0, 0)?;
 /// let scores = &confusion.class_scores()[0];
 /// assert_eq!((scores.label.as_str(), scores.f1, scores.support), ("a", 1.0, 1));
-/// # Ok::<(), standpoint::metrics::MetricsError>(())
+/// # Ok::<(), standpoint::eval::metrics::MetricsError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClassScores {
@@ -338,7 +338,7 @@ pub struct ClassScores {
 /// The report for one head.
 ///
 /// ```
-/// use standpoint::metrics::{ConfusionMatrix, HeadReport};
+/// use standpoint::eval::metrics::{ConfusionMatrix, HeadReport};
 ///
 /// let mut confusion = ConfusionMatrix::new(vec!["negative".into(), "neutral".into(), "positive".into()]);
 /// confusion.add(0, 0)?;
@@ -346,7 +346,7 @@ pub struct ClassScores {
 /// let report = HeadReport::new("sentiment", confusion);
 /// assert_eq!((report.examples, report.accuracy), (2, 0.5));
 /// assert_eq!(report.favor_against_f1, None);
-/// # Ok::<(), standpoint::metrics::MetricsError>(())
+/// # Ok::<(), standpoint::eval::metrics::MetricsError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HeadReport {
@@ -381,14 +381,14 @@ impl HeadReport {
     /// Computes every score of `confusion` for the head named `head`.
     ///
     /// ```
-    /// use standpoint::metrics::{ConfusionMatrix, HeadReport};
+    /// use standpoint::eval::metrics::{ConfusionMatrix, HeadReport};
     ///
     /// let mut confusion = ConfusionMatrix::new(vec!["against".into(), "neutral".into(), "favor".into()]);
     /// confusion.add(0, 0)?;
     /// confusion.add(2, 2)?;
     /// let report = HeadReport::new("stance", confusion);
     /// assert_eq!(report.favor_against_f1, Some(1.0));
-    /// # Ok::<(), standpoint::metrics::MetricsError>(())
+    /// # Ok::<(), standpoint::eval::metrics::MetricsError>(())
     /// ```
     pub fn new(head: &str, confusion: ConfusionMatrix) -> Self {
         Self {
@@ -409,7 +409,7 @@ impl HeadReport {
     /// `"favor_against_f1"`; `None` if unknown or absent.
     ///
     /// ```
-    /// use standpoint::metrics::{ConfusionMatrix, HeadReport};
+    /// use standpoint::eval::metrics::{ConfusionMatrix, HeadReport};
     ///
     /// let mut confusion = ConfusionMatrix::new(vec!["a".into(), "b".into()]);
     /// confusion.add(0, 0)?;
@@ -417,7 +417,7 @@ impl HeadReport {
     /// assert_eq!(report.metric("accuracy"), Some(1.0));
     /// assert_eq!(report.metric("favor_against_f1"), None);
     /// assert_eq!(report.metric("bleu"), None);
-    /// # Ok::<(), standpoint::metrics::MetricsError>(())
+    /// # Ok::<(), standpoint::eval::metrics::MetricsError>(())
     /// ```
     pub fn metric(&self, name: &str) -> Option<f64> {
         match name {
@@ -436,14 +436,14 @@ impl HeadReport {
     /// decimal.
     ///
     /// ```
-    /// use standpoint::metrics::{ConfusionMatrix, HeadReport};
+    /// use standpoint::eval::metrics::{ConfusionMatrix, HeadReport};
     ///
     /// let mut confusion = ConfusionMatrix::new(vec!["negative".into(), "positive".into()]);
     /// confusion.add(0, 0)?;
     /// confusion.add(1, 0)?;
     /// let text = HeadReport::new("sentiment", confusion).render();
     /// assert!(text.starts_with("sentiment: 2 examples, accuracy 50.0"));
-    /// # Ok::<(), standpoint::metrics::MetricsError>(())
+    /// # Ok::<(), standpoint::eval::metrics::MetricsError>(())
     /// ```
     pub fn render(&self) -> String {
         let mut summary = format!(
@@ -496,13 +496,13 @@ impl HeadReport {
 /// Reports for several heads, e.g. one evaluation pass.
 ///
 /// ```
-/// use standpoint::metrics::{ConfusionMatrix, EvalReport, HeadReport};
+/// use standpoint::eval::metrics::{ConfusionMatrix, EvalReport, HeadReport};
 ///
 /// let mut confusion = ConfusionMatrix::new(vec!["a".into(), "b".into()]);
 /// confusion.add(0, 0)?;
 /// let report = EvalReport { heads: vec![HeadReport::new("head", confusion)] };
 /// assert!(report.head("head").is_some());
-/// # Ok::<(), standpoint::metrics::MetricsError>(())
+/// # Ok::<(), standpoint::eval::metrics::MetricsError>(())
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EvalReport {
@@ -514,7 +514,7 @@ impl EvalReport {
     /// The report of the head named `name`.
     ///
     /// ```
-    /// use standpoint::metrics::EvalReport;
+    /// use standpoint::eval::metrics::EvalReport;
     ///
     /// assert!(EvalReport::default().head("stance").is_none());
     /// ```
@@ -527,7 +527,7 @@ impl EvalReport {
     /// it (so `mean` cannot address a head of that name). `None` if not available.
     ///
     /// ```
-    /// use standpoint::metrics::{ConfusionMatrix, EvalReport, HeadReport};
+    /// use standpoint::eval::metrics::{ConfusionMatrix, EvalReport, HeadReport};
     ///
     /// let mut stance = ConfusionMatrix::new(vec!["against".into(), "neutral".into(), "favor".into()]);
     /// stance.add(0, 0)?;
@@ -539,7 +539,7 @@ impl EvalReport {
     /// assert_eq!(report.metric("stance.accuracy"), Some(1.0));
     /// assert_eq!(report.metric("mean.accuracy"), Some(0.5));
     /// assert_eq!(report.metric("accuracy"), None); // ambiguous with two heads
-    /// # Ok::<(), standpoint::metrics::MetricsError>(())
+    /// # Ok::<(), standpoint::eval::metrics::MetricsError>(())
     /// ```
     pub fn metric(&self, key: &str) -> Option<f64> {
         // Metric names have no dots, so split at the last one: head names may contain dots.
@@ -556,7 +556,7 @@ impl EvalReport {
     /// Each head's [`HeadReport::render`], separated by a blank line.
     ///
     /// ```
-    /// use standpoint::metrics::{ConfusionMatrix, EvalReport, HeadReport};
+    /// use standpoint::eval::metrics::{ConfusionMatrix, EvalReport, HeadReport};
     ///
     /// let report = EvalReport {
     ///     heads: vec![HeadReport::new("stance", ConfusionMatrix::new(vec!["favor".into()]))],
@@ -574,7 +574,7 @@ impl EvalReport {
 /// metric, so a per-group average never silently drops a group.
 ///
 /// ```
-/// use standpoint::metrics::{ConfusionMatrix, HeadReport, mean_over_groups};
+/// use standpoint::eval::metrics::{ConfusionMatrix, HeadReport, mean_over_groups};
 ///
 /// let labels = vec!["against".to_string(), "favor".to_string()];
 /// let mut biden = ConfusionMatrix::new(labels.clone());
@@ -587,7 +587,7 @@ impl EvalReport {
 /// ];
 /// assert_eq!(mean_over_groups(&groups, "accuracy"), Some(0.5));
 /// assert_eq!(mean_over_groups(&[], "accuracy"), None);
-/// # Ok::<(), standpoint::metrics::MetricsError>(())
+/// # Ok::<(), standpoint::eval::metrics::MetricsError>(())
 /// ```
 pub fn mean_over_groups(groups: &[(String, HeadReport)], metric: &str) -> Option<f64> {
     let values = groups
@@ -637,7 +637,7 @@ impl PerTargetReport {
     /// Averages `groups` (target, report) per head, over the targets whose rows label it.
     ///
     /// ```
-    /// use standpoint::metrics::{ConfusionMatrix, EvalReport, HeadReport, PerTargetReport};
+    /// use standpoint::eval::metrics::{ConfusionMatrix, EvalReport, HeadReport, PerTargetReport};
     ///
     /// let labels = vec!["against".to_string(), "favor".to_string()];
     /// let report = |gold, predicted| {
