@@ -21,4 +21,4 @@ exec "$(dirname "$0")/train-default.sh" "$data" "$out" "$base" \
   --train "$data/written-events-train.jsonl:$weight" \
   --dev "$data/cameo-stance-dev.jsonl" --dev "$data/written-dev.jsonl" \
   --dev "$data/written-hard-dev.jsonl" --dev "$data/written-events-dev.jsonl" \
-  --version 0.2.0 "$@"
+  --version 0.2.1 "$@"
