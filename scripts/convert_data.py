@@ -10,6 +10,13 @@ SOURCE_DIR holds each dataset in its original repository layout (what
     {"text": ..., "target": ..., "stance": "against|neutral|favor", "dataset": ...}
     {"text": ..., "sentiment": "negative|neutral|positive", "dataset": ...}
     {"text": ..., "relation": "hostile|neutral|cooperative", "dataset": ...}
+    {"text": ..., "target": "HOLDER → TARGET", "mention": ..., "direction": "against|neutral|favor", "dataset": ...}
+
+The last kind trains a directed head (`--head direction:directed`): the attitude the
+sentence gives HOLDER toward TARGET, `neutral` when it gives that holder none. It comes from
+the directed sentiment set (both directions of every entity pair: `directed-holder-*`) and
+from the holders of the diplomatic sets (`diplomatic-holder-*`: the annotated holder toward
+the target with the row's stance, every other actor of the sentence toward it `neutral`).
 
 Datasets whose folder is missing are skipped with a message. Dev splits are carved
 deterministically (hash of the post or sentence) where a dataset has none. Standard
@@ -51,6 +58,43 @@ def write(out_dir, name, rows):
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     tmp.replace(path)
     print(f"  {path.name}: {len(rows)} rows", file=sys.stderr)
+
+
+def directed_target(holder, target):
+    """The first segment of a directed head's pair, as standpoint's Query::directed writes it."""
+    return f"{clean(holder)} → {clean(target)}"
+
+
+def direction_row(dataset, text, holder, target, mention, direction):
+    assert direction in STANCE, direction
+    return {"text": clean(text), "target": directed_target(holder, target), "mention": clean(mention), "direction": direction, "dataset": dataset}
+
+
+# Holders that are no actor: nothing expressed, or the text's own voice.
+NOT_ACTORS = ("none", "author", "writer")
+
+
+def holder_rows(rows):
+    """Direction examples from stance rows with holders: per sentence, the annotated holder
+    toward each target with the row's stance, every other actor of the sentence `neutral`."""
+    by_text = {}
+    for row in rows:
+        by_text.setdefault(row["text"], []).append(row)
+    out = []
+    for text, group in by_text.items():
+        actors = []
+        for row in group:
+            for name in (row["target"], row["holder"]):
+                if name not in NOT_ACTORS and name not in actors:
+                    actors.append(name)
+        for row in group:
+            holder = row["holder"] if row["stance"] != "neutral" else "none"
+            for actor in actors:
+                if actor == row["target"]:
+                    continue
+                direction = row["stance"] if actor == holder else "neutral"
+                out.append(direction_row("diplomatic-holder", text, actor, row["target"], row["mention"], direction))
+    return out
 
 
 def stance_row(dataset, text, target, stance, **extra):
@@ -185,9 +229,19 @@ def directed_sentiment(src):
                     continue
                 receiver, stance = labels[parts[3].strip()]
                 rows.append(stance_row("directed-sentiment", text, names[receiver], stance))
+                # Both directions: the holder's attitude toward the receiver, none the other way.
+                for holder in (0, 1):
+                    target = 1 - holder
+                    direction = stance if target == receiver and stance != "neutral" else "neutral"
+                    directed.append(direction_row("directed-holder", text, names[holder], names[target], names[target], direction))
         return rows
 
-    return {"directed-sentiment-train": read(root / "train.txt"), "directed-sentiment-dev": read(root / "valid.txt")}
+    out = {}
+    for split, file in (("train", "train.txt"), ("dev", "valid.txt")):
+        directed = []
+        out[f"directed-sentiment-{split}"] = read(root / file)
+        out[f"directed-holder-{split}"] = directed
+    return out
 
 
 # CAMEO PentaClass event sentences -> a cooperation/conflict head. Label names are
@@ -319,6 +373,7 @@ def main():
         print(folder, file=sys.stderr)
         for name, rows in convert(src).items():
             write(out, name, rows)
+    holders = {}
     for name, convert, needs in (("cameo stance", cameo_stance, "conflibert_cameo"), ("written", written, None)):
         if needs and not (src / needs).is_dir():
             continue
@@ -328,6 +383,9 @@ def main():
         print(name, file=sys.stderr)
         for file, rows in convert(src).items():
             write(out, file, rows)
+            holders.setdefault(file.rsplit("-", 1)[1], []).extend(rows)
+    for split, rows in holders.items():
+        write(out, f"diplomatic-holder-{split}", holder_rows(rows))
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ pub mod model;
 #[allow(unsafe_code)]
 mod os;
 pub mod output;
+pub mod report;
 pub mod threads;
 pub mod tokenize;
 pub mod train;
@@ -49,7 +50,9 @@ pub use classify::{
     Precision, Prediction, Query, default_model_dir, parse_device, parse_dtype,
 };
 pub use error::{Error, Result};
-pub use model::{Architecture, HeadInput, HeadPooling, HeadSpec, Model, ModelConfig};
+pub use model::{
+    Architecture, HeadInput, HeadPooling, HeadSpec, MentionMarkers, Model, ModelConfig,
+};
 pub use tokenize::TextEncoder;
 
 /// Compiles the Rust examples of README.md as doctests, so the README cannot drift.

@@ -61,6 +61,102 @@ enum Command {
     Eval(EvalArgs),
     /// Copy a model folder with its weights stored in another dtype (e.g. f16, half the size).
     Export(ExportArgs),
+    /// Aggregate labelled rows into a holder × target table (CSV, JSON) and pictures (SVG).
+    Report(ReportArgs),
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    /// Labelled rows: JSONL as `standpoint label` writes them, or CSV/TSV with a header.
+    rows: PathBuf,
+    /// Where the table goes (`.csv` or `.json`; `-` for stdout).
+    #[arg(long, short, default_value = "-")]
+    output: String,
+    /// Table format when the output has no telling extension.
+    #[arg(long, value_parser = ["csv", "json"], default_value = "csv")]
+    format: String,
+    /// The head whose labels are counted.
+    #[arg(long, default_value = "stance")]
+    head: String,
+    /// The row field naming who holds the stance (rows without it count as `author`).
+    #[arg(long, default_value = "holder")]
+    holder_field: String,
+    /// The row field naming the target.
+    #[arg(long, default_value = "actor")]
+    target_field: String,
+    /// The row field holding a date (`YYYY-MM-DD...`).
+    #[arg(long)]
+    date_field: Option<String>,
+    /// One cell per period as well: day, week (ISO) or month.
+    #[arg(long)]
+    period: Option<String>,
+    /// Leave out rows whose label probability is below this.
+    #[arg(long, default_value_t = 0.0)]
+    min_probability: f64,
+    /// Keep only dyads between these actors (repeatable).
+    #[arg(long = "actor")]
+    actors: Vec<String>,
+    /// Keep rows dated on or after this day (YYYY-MM-DD).
+    #[arg(long)]
+    from: Option<String>,
+    /// Keep rows dated on or before this day.
+    #[arg(long)]
+    to: Option<String>,
+    /// Write a holder × target heatmap of the net score (SVG).
+    #[arg(long)]
+    heatmap: Option<PathBuf>,
+    /// Write the time line of one dyad, given as HOLDER:TARGET with --timeline-output.
+    #[arg(long, requires = "timeline_output")]
+    timeline: Option<String>,
+    /// Where the time line goes (SVG).
+    #[arg(long, requires = "timeline")]
+    timeline_output: Option<PathBuf>,
+}
+
+fn report_rows(args: &ReportArgs) -> Result<()> {
+    use standpoint::report::{DyadTable, ReportOptions, plot};
+    let options = ReportOptions {
+        head: args.head.clone(),
+        holder_field: args.holder_field.clone(),
+        target_field: args.target_field.clone(),
+        date_field: args.date_field.clone(),
+        period: args.period.as_deref().map(str::parse).transpose()?,
+        min_probability: args.min_probability,
+        actors: args.actors.clone(),
+        from: args.from.clone(),
+        to: args.to.clone(),
+    };
+    let table = DyadTable::from_file(&args.rows, &options)?;
+    let json =
+        args.output.ends_with(".json") || (args.format == "json" && !args.output.ends_with(".csv"));
+    let bytes = if json {
+        table.to_json()
+    } else {
+        table.to_csv()
+    };
+    if args.output == "-" {
+        std::io::stdout().write_all(&bytes)?;
+    } else {
+        standpoint::output::write_atomic(std::path::Path::new(&args.output), &bytes)?;
+    }
+    if let Some(path) = &args.heatmap {
+        standpoint::output::write_atomic(path, plot::heatmap_svg(&table)?.as_bytes())?;
+    }
+    if let (Some(dyad), Some(path)) = (&args.timeline, &args.timeline_output) {
+        let (holder, target) = dyad
+            .split_once(':')
+            .context("--timeline: expected HOLDER:TARGET")?;
+        standpoint::output::write_atomic(
+            path,
+            plot::timeline_svg(&table, holder, target)?.as_bytes(),
+        )?;
+    }
+    eprintln!(
+        "{} cells from {} rows",
+        table.cells.len(),
+        table.cells.iter().map(|c| c.total).sum::<usize>()
+    );
+    Ok(())
 }
 
 #[derive(Args)]
@@ -96,6 +192,10 @@ struct LabelArgs {
     /// Field or column holding the document id.
     #[arg(long, default_value = "id")]
     id_field: String,
+    /// Field or column holding the document's date, copied to its rows as `date` (for
+    /// `standpoint report --date-field date`).
+    #[arg(long)]
+    date_field: Option<String>,
     /// An actor to score (its name is its only alias); repeatable.
     #[arg(long = "actor")]
     actors: Vec<String>,
@@ -109,6 +209,9 @@ struct LabelArgs {
     /// Leave out sentences that mention no actor (by default they get a row with sentence heads).
     #[arg(long)]
     mentions_only: bool,
+    /// Leave out the holder of each stance (saves the directed head's encoder passes).
+    #[arg(long)]
+    no_holders: bool,
     /// Output file (written whole at the end; resumable); stdout if absent.
     #[arg(long, short)]
     output: Option<PathBuf>,
@@ -158,7 +261,7 @@ struct TrainArgs {
         required_unless_present = "resume"
     )]
     train: Vec<String>,
-    /// Head to train, NAME[:pair|text|auto][=FIELD] (default input: pair); repeatable.
+    /// Head to train, NAME[:pair|text|auto|directed][=FIELD] (default input: pair; directed: a holder → target head); repeatable.
     #[arg(
         long = "head",
         value_name = "SPEC",
@@ -259,8 +362,11 @@ struct ClassifyArgs {
     /// Actor the stance is judged against (applies to every TEXT).
     #[arg(long, short)]
     target: Option<String>,
-    /// JSONL file of {"text", "target"?, "id"?} rows, or - for stdin.
-    #[arg(long, short, conflicts_with_all = ["texts", "target"])]
+    /// Holder whose attitude toward the target is asked, for a model's directed head.
+    #[arg(long, requires = "target")]
+    holder: Option<String>,
+    /// JSONL file of {"text", "target"?, "holder"?, "id"?} rows, or - for stdin.
+    #[arg(long, short, conflicts_with_all = ["texts", "target", "holder"])]
     input: Option<String>,
     /// Write here (atomically: a temporary file renamed at the end) instead of stdout.
     #[arg(long, short)]
@@ -296,6 +402,8 @@ struct ClassifyRow<'a> {
     text: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     target: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    holder: Option<&'a str>,
     predictions: &'a Prediction,
 }
 
@@ -318,6 +426,7 @@ fn classify(args: &ClassifyArgs) -> Result<()> {
                 .map(|text| QueryRecord {
                     text: text.clone(),
                     target: args.target.clone(),
+                    holder: args.holder.clone(),
                     id: None,
                     line: 0,
                 })
@@ -369,6 +478,7 @@ fn write_predictions(
             text: &r.text,
             target: r.target.as_deref(),
             focus: None,
+            holder: r.holder.as_deref(),
         })
         .collect();
     let predictions = classifier.classify(&queries).map_err(|e| match &e {
@@ -384,6 +494,7 @@ fn write_predictions(
             id: record.id.as_ref(),
             text: &record.text,
             target: record.target.as_deref(),
+            holder: record.holder.as_deref(),
             predictions: prediction,
         };
         serde_json::to_writer(&mut *out, &row)?;
@@ -469,6 +580,7 @@ fn label(args: &LabelArgs) -> Result<()> {
     let fields = DocumentFields {
         id: args.id_field.clone(),
         text: args.text_field.clone(),
+        date: args.date_field.clone(),
     };
     let formatter = RowFormatter::new(
         OutputFormat::parse(&args.output_format)?,
@@ -482,6 +594,7 @@ fn label(args: &LabelArgs) -> Result<()> {
         all_actors: args.all_actors,
         unmatched_rows: !args.mentions_only,
         window: args.window.max(1),
+        holders: !args.no_holders,
     };
     let output_format = OutputFormat::parse(&args.output_format)?;
     let run = RunSettings {
@@ -697,6 +810,7 @@ fn main() -> ExitCode {
         Command::Train(args) => train(args),
         Command::Eval(args) => eval(args),
         Command::Export(args) => export(args),
+        Command::Report(args) => report_rows(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

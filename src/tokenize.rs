@@ -8,7 +8,7 @@ use tokenizers::{
 };
 
 use crate::error::{Error, Result};
-use crate::model::EncoderInput;
+use crate::model::{EncoderInput, MentionMarkers};
 
 /// Token ids of one input, before padding.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +43,7 @@ pub struct TextEncoder {
     /// No truncation, byte offsets: finds where to cut a long text around a mention.
     untruncated: Tokenizer,
     max_length: usize,
+    markers: Option<MentionMarkers>,
 }
 
 fn with_truncation(
@@ -111,7 +112,35 @@ impl TextEncoder {
                 t
             },
             max_length,
+            markers: None,
         })
+    }
+
+    /// Puts `markers` around the target's mention in the text of every pair from now on
+    /// (`None`: pairs are read unmarked). A model trained with markers must read with them:
+    /// [`crate::ModelConfig::mention_markers`] says which.
+    ///
+    /// ```
+    /// # fn main() -> standpoint::Result<()> {
+    /// use standpoint::{MentionMarkers, TextEncoder};
+    /// let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-bert");
+    /// let plain = TextEncoder::from_file(&dir.join("tokenizer.json"), 64)?;
+    /// let marking = plain.clone().with_mention_markers(Some(MentionMarkers::default()));
+    /// let text = "NATO has refused practical cooperation.";
+    /// assert_eq!(
+    ///     marking.encode(Some("NATO"), text)?,
+    ///     plain.encode(Some("NATO"), "«NATO» has refused practical cooperation.")?,
+    /// );
+    /// # Ok(()) }
+    /// ```
+    pub fn with_mention_markers(mut self, markers: Option<MentionMarkers>) -> Self {
+        self.markers = markers;
+        self
+    }
+
+    /// The markers put around a pair's mention, if any.
+    pub fn mention_markers(&self) -> Option<&MentionMarkers> {
+        self.markers.as_ref()
     }
 
     /// The longest encoding produced, in tokens.
@@ -124,7 +153,8 @@ impl TextEncoder {
         self.texts.get_vocab_size(true)
     }
 
-    /// Tokenizes `text`, or the pair (`target`, `text`) when a target is given.
+    /// Tokenizes `text`, or the pair (`target`, `text`) when a target is given (with the
+    /// target's first mention in `text` marked, when the encoder marks mentions).
     pub fn encode(&self, target: Option<&str>, text: &str) -> Result<Encoded> {
         self.encode_raw(target, text)
             .map_err(|source| Error::Tokenize { index: 0, source })
@@ -136,6 +166,43 @@ impl TextEncoder {
         target: Option<&str>,
         text: &str,
     ) -> Result<Encoded, tokenizers::Error> {
+        match self.marked(target, text, None) {
+            Some((marked, _)) => self.encode_plain(target, &marked),
+            None => self.encode_plain(target, text),
+        }
+    }
+
+    /// `text` with the markers around the mention at `focus` (`None`: the target's first
+    /// occurrence) and the marked span, or `None` when nothing is marked.
+    fn marked(
+        &self,
+        target: Option<&str>,
+        text: &str,
+        focus: Option<(usize, usize)>,
+    ) -> Option<(String, (usize, usize))> {
+        let (markers, target) = (self.markers.as_ref()?, target?);
+        let (start, end) = focus.or_else(|| find_ascii_case_insensitive(text, target))?;
+        if start >= end
+            || end > text.len()
+            || !text.is_char_boundary(start)
+            || !text.is_char_boundary(end)
+        {
+            return None;
+        }
+        let marked = format!(
+            "{}{}{}{}{}",
+            &text[..start],
+            markers.open,
+            &text[start..end],
+            markers.close,
+            &text[end..]
+        );
+        let marked_end = end + markers.open.len() + markers.close.len();
+        Some((marked, (start, marked_end)))
+    }
+
+    /// Tokenizes as given: no marking, no cut around a mention.
+    fn encode_plain(&self, target: Option<&str>, text: &str) -> Result<Encoded, tokenizers::Error> {
         let text = self.pre_cut(text);
         let target = target.map(|t| self.pre_cut(t));
         let encoding = match target {
@@ -189,7 +256,12 @@ impl TextEncoder {
         text: &str,
         focus: Option<(usize, usize)>,
     ) -> Result<Encoded, tokenizers::Error> {
-        let encoded = self.encode_raw(target, text)?;
+        let marked = self.marked(target, text, focus);
+        let (text, focus) = match &marked {
+            Some((marked, span)) => (marked.as_str(), Some(*span)),
+            None => (text, focus),
+        };
+        let encoded = self.encode_plain(target, text)?;
         let Some(target) = target else {
             return Ok(encoded);
         };
@@ -246,7 +318,7 @@ impl TextEncoder {
                 .min(offsets.len() - budget)
         };
         let to = (from + budget).min(offsets.len()) - 1;
-        self.encode_raw(Some(target), &text[offsets[from].0..offsets[to].1])
+        self.encode_plain(Some(target), &text[offsets[from].0..offsets[to].1])
     }
 
     /// Cuts `text` to a length that still yields more than `max_length` tokens, so a
@@ -262,15 +334,27 @@ impl TextEncoder {
     }
 }
 
-/// The byte span of the first ASCII-case-insensitive occurrence of `needle` in `haystack`.
-fn find_ascii_case_insensitive(haystack: &str, needle: &str) -> Option<(usize, usize)> {
+/// The byte span of the first ASCII-case-insensitive occurrence of `needle` in `haystack`
+/// that stands as a whole word (so `he` is not found inside `the`), else of the first
+/// occurrence at all.
+pub(crate) fn find_ascii_case_insensitive(haystack: &str, needle: &str) -> Option<(usize, usize)> {
     let (h, n) = (haystack.as_bytes(), needle.as_bytes());
     if n.is_empty() || n.len() > h.len() {
         return None;
     }
-    (0..=h.len() - n.len())
-        .find(|&i| haystack.is_char_boundary(i) && h[i..i + n.len()].eq_ignore_ascii_case(n))
-        .map(|i| (i, i + n.len()))
+    let mut found = (0..=h.len() - n.len())
+        .filter(|&i| haystack.is_char_boundary(i) && h[i..i + n.len()].eq_ignore_ascii_case(n))
+        .map(|i| (i, i + n.len()));
+    let first = found.next()?;
+    let whole_word = |&(start, end): &(usize, usize)| {
+        let before = haystack[..start].chars().next_back();
+        let after = haystack[end..].chars().next();
+        !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric)
+    };
+    if whole_word(&first) {
+        return Some(first);
+    }
+    Some(found.find(whole_word).unwrap_or(first))
 }
 
 /// Upper bound on the characters one token covers, used by the pre-cut of huge inputs.
@@ -339,5 +423,60 @@ mod tests {
         let bad = text.find('é').unwrap() + 1;
         let got = encoder.encode_around(Some("NATO"), &text, Some((bad, bad + 2)));
         assert_eq!(got.unwrap(), encoder.encode(Some("NATO"), &text).unwrap());
+    }
+
+    #[test]
+    fn a_mention_is_found_as_a_whole_word_first() {
+        let text = "In the end he refused.";
+        assert_eq!(find_ascii_case_insensitive(text, "He"), Some((11, 13)));
+        assert_eq!(find_ascii_case_insensitive("Othello", "he"), Some((2, 4)));
+        assert_eq!(find_ascii_case_insensitive("Kyiv", "Moscow"), None);
+    }
+
+    #[test]
+    fn markers_go_around_the_focused_mention() {
+        let plain = encoder(64);
+        let marking = plain
+            .clone()
+            .with_mention_markers(Some(MentionMarkers::default()));
+        let text = "NATO said NATO refused.";
+        let second = (10, 14);
+        assert_eq!(
+            marking
+                .encode_around(Some("NATO"), text, Some(second))
+                .unwrap(),
+            plain
+                .encode(Some("NATO"), "NATO said «NATO» refused.")
+                .unwrap(),
+        );
+        assert_eq!(
+            marking.encode(Some("NATO"), text).unwrap(),
+            plain
+                .encode(Some("NATO"), "«NATO» said NATO refused.")
+                .unwrap(),
+            "without a focus, the first mention"
+        );
+        assert_eq!(
+            marking.encode(None, text).unwrap(),
+            plain.encode(None, text).unwrap(),
+            "a text without a target is not marked"
+        );
+        assert_eq!(
+            marking.encode(Some("Kyiv"), text).unwrap(),
+            plain.encode(Some("Kyiv"), text).unwrap(),
+            "a target not in the text is not marked"
+        );
+    }
+
+    #[test]
+    fn markers_survive_the_cut_around_a_mention() {
+        let marking = encoder(24).with_mention_markers(Some(MentionMarkers::default()));
+        let unk = marking.encode(None, "«").unwrap().ids[1];
+        let text = format!("{}NATO refused.{}", "word ".repeat(60), " word".repeat(60));
+        let around = marking.encode_around(Some("NATO"), &text, None).unwrap();
+        assert!(around.len() <= 24);
+        let nato = marking.encode(None, "NATO").unwrap().ids[1];
+        let at = around.ids.iter().rposition(|&i| i == nato).unwrap();
+        assert_eq!((around.ids[at - 1], around.ids[at + 1]), (unk, unk));
     }
 }

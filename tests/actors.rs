@@ -419,7 +419,9 @@ fn example_file_loads_in_order() {
             "Russia",
             "Ukraine",
             "European Union",
-            "United States"
+            "United States",
+            "Turkey",
+            "Greece"
         ]
     );
     assert!(actors.actors()[4].aliases.contains(&"US".to_string()));

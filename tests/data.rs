@@ -80,7 +80,7 @@ fn jsonl_two_heads_with_partial_labels() {
         concat!(
             "{\"text\": \"NATO refused.\", \"target\": \"NATO\", \"stance\": \"against\", \"sentiment\": \"negative\", \"id\": \"a1\"}\n",
             "\n",
-            "{\"text\": \"Talks resume.\", \"target\": \"NATO\", \"stance\": \"favor\", \"id\": 17}\r\n",
+            "{\"text\": \"Talks resume.\", \"target\": \"NATO\", \"mention\": \"the alliance\", \"stance\": \"favor\", \"id\": 17}\r\n",
             "   \n",
             "{\"text\": \"A fine day.\", \"sentiment\": \"positive\", \"target\": \"\", \"stance\": null}\n",
         ),
@@ -92,6 +92,7 @@ fn jsonl_two_heads_with_partial_labels() {
             Example {
                 text: "NATO refused.".into(),
                 target: some("NATO"),
+                mention: None,
                 id: some("a1"),
                 labels: vec![some("against"), some("negative")],
                 source: 0,
@@ -100,6 +101,7 @@ fn jsonl_two_heads_with_partial_labels() {
             Example {
                 text: "Talks resume.".into(),
                 target: some("NATO"),
+                mention: some("the alliance"),
                 id: some("17"),
                 labels: vec![some("favor"), None],
                 source: 0,
@@ -108,6 +110,7 @@ fn jsonl_two_heads_with_partial_labels() {
             Example {
                 text: "A fine day.".into(),
                 target: None,
+                mention: None,
                 id: None,
                 labels: vec![None, some("positive")],
                 source: 0,
@@ -249,6 +252,7 @@ fn custom_field_names() {
         Example {
             text: "Let us talk".into(),
             target: some("Russia"),
+            mention: None,
             id: some("k2"),
             labels: vec![some("open_to_dialogue"), some("positive")],
             source: 3,

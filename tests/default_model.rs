@@ -165,6 +165,7 @@ fn int8_mode_keeps_the_labels_of_f32() {
             text: r["text"].as_str().unwrap(),
             target: r["target"].as_str(),
             focus: None,
+            holder: None,
         })
         .collect();
     let want = classifier().classify(&queries).unwrap();

@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use standpoint::{HeadInput, HeadPooling, HeadSpec, ModelConfig, Query};
+use standpoint::{HeadInput, HeadPooling, HeadSpec, MentionMarkers, ModelConfig, Query};
 
 #[test]
 fn pair_and_text_heads_read_their_own_inputs() {
@@ -169,4 +169,50 @@ fn classify_each_encodes_every_query_once_as_given() {
     assert_eq!(each[1].keys().collect::<Vec<_>>(), ["sentiment"]);
     assert_eq!(each[0]["stance"], all[0]["stance"]);
     assert_eq!(each[1]["sentiment"], all[0]["sentiment"]);
+}
+
+#[test]
+fn mention_markers_round_trip_and_old_configs_have_none() {
+    let (_tmp, dir) = two_head_model();
+    let path = dir.join("config.json");
+    let mut config = ModelConfig::from_file(&path).unwrap();
+    assert_eq!(config.mention_markers, None);
+    assert!(
+        config.to_value()["standpoint"]
+            .get("mention_markers")
+            .is_none()
+    );
+    config.mention_markers = Some(MentionMarkers::default());
+    let again = ModelConfig::from_value(config.to_value(), &path).unwrap();
+    assert_eq!(again.mention_markers, Some(MentionMarkers::default()));
+}
+
+#[test]
+fn a_marking_model_reads_pairs_with_the_mention_marked() {
+    let (_tmp, plain_dir) = two_head_model();
+    let (_tmp2, marking_dir) = two_head_model();
+    edit_config(&marking_dir, |c| {
+        c["standpoint"]["mention_markers"] = serde_json::json!({"open": "«", "close": "»"});
+    });
+    let plain = load(&plain_dir).unwrap();
+    let marking = load(&marking_dir).unwrap();
+    let text = "Moscow said cooperation with NATO has completely ended.";
+    let marked = "Moscow said cooperation with «NATO» has completely ended.";
+    let got = marking.classify(&[Query::pair("NATO", text)]).unwrap();
+    let want = plain.classify(&[Query::pair("NATO", marked)]).unwrap();
+    let unmarked = plain.classify(&[Query::pair("NATO", text)]).unwrap();
+    assert_eq!(got[0]["stance"], want[0]["stance"]);
+    assert_ne!(got[0]["stance"], unmarked[0]["stance"]);
+    // An alias found by the labeller is the focus that gets marked.
+    let alias = Query::pair("Russia", text).with_focus(0, 6);
+    let got = marking.classify(&[alias]).unwrap();
+    let want = plain
+        .classify(&[Query::pair(
+            "Russia",
+            "«Moscow» said cooperation with NATO has completely ended.",
+        )])
+        .unwrap();
+    assert_eq!(got[0]["stance"], want[0]["stance"]);
+    // Text heads read the text unmarked.
+    assert_eq!(got[0]["sentiment"], unmarked[0]["sentiment"]);
 }

@@ -396,10 +396,12 @@ fn mentions_only_runs_no_model_on_sentences_without_an_actor() {
         Ok(Document {
             id: "a".into(),
             text: "The weather was fine. Rain fell again.".into(),
+            date: None,
         }),
         Ok(Document {
             id: "b".into(),
             text: "NATO refused talks. Snow came.".into(),
+            date: None,
         }),
     ];
     let (mut read, mut classified, mut rows) = (0, 0, 0);
@@ -469,5 +471,143 @@ fn a_json_file_is_read_as_json_lines_as_training_reads_it() {
         documents,
         ["a", "b"],
         "one document per line, not the file as text"
+    );
+}
+
+#[test]
+fn every_sentence_of_a_quote_carries_its_speaker() {
+    let (_tmp, model) = two_head_model();
+    let article = example("aegean-talks.txt");
+    let actors_file = concat!(env!("CARGO_MANIFEST_DIR"), "/data/actors.json");
+    let out = label(&model, &[&article, "--actors-file", actors_file]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = rows(&String::from_utf8(out.stdout).unwrap());
+    let text = std::fs::read_to_string(&article).unwrap();
+    let of = |words: &str| {
+        rows.iter()
+            .find(|r| r["sentence"].as_str().unwrap().contains(words))
+            .unwrap_or_else(|| panic!("no row for {words:?}"))
+    };
+    // A quote of three sentences, then "he said": the minister named two paragraphs earlier.
+    for words in [
+        "We do not want confrontation.",
+        "Our hand is extended",
+        "faits accomplis",
+    ] {
+        let row = of(words);
+        assert_eq!(row["speaker"], "Hakan Fidan", "{row}");
+        assert_eq!(
+            chars(&text, &row["speaker_start"], &row["speaker_end"]),
+            "he said"
+        );
+    }
+    assert_eq!(of("said on Thursday")["speaker"], "Hakan Fidan");
+    assert_eq!(
+        of("open to dialogue")["speaker"],
+        "A Greek government spokesman"
+    );
+    assert!(of("Ankara signals readiness")["speaker"].is_null());
+    // A row per actor: Turkey (Ankara) and Greece (Athens) in the headline.
+    let headline: Vec<&str> = rows
+        .iter()
+        .filter(|r| r["sentence_index"] == 0)
+        .map(|r| r["actor"].as_str().unwrap())
+        .collect();
+    assert_eq!(headline, ["Turkey", "Greece"]);
+}
+
+#[test]
+fn document_dates_reach_the_rows_and_the_dyad_report() {
+    let (_tmp, model) = two_head_model();
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = tmp.path().join("docs.jsonl");
+    std::fs::write(
+        &docs,
+        concat!(
+            "{\"id\": \"a\", \"published\": \"2026-01-05\", \"text\": \"Lavrov said NATO had refused talks. NATO met.\"}\n",
+            "{\"id\": \"b\", \"published\": \"2026-02-11T09:00:00Z\", \"text\": \"Lavrov said NATO must listen.\"}\n",
+            "{\"id\": \"c\", \"text\": \"NATO met again.\"}\n",
+        ),
+    )
+    .unwrap();
+    let rows_path = tmp.path().join("rows.jsonl");
+    let out = label(
+        &model,
+        &[
+            docs.to_str().unwrap(),
+            "--actor",
+            "NATO",
+            "--date-field",
+            "published",
+            "--mentions-only",
+            "--output",
+            rows_path.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let labelled = rows(&std::fs::read_to_string(&rows_path).unwrap());
+    let dates: Vec<Option<&str>> = labelled.iter().map(|r| r["date"].as_str()).collect();
+    assert_eq!(
+        dates,
+        [
+            Some("2026-01-05"),
+            Some("2026-01-05"),
+            Some("2026-02-11T09:00:00Z"),
+            None
+        ]
+    );
+    assert_eq!(labelled[0]["speaker"], "Lavrov");
+
+    let report = Command::new(env!("CARGO_BIN_EXE_standpoint"))
+        .args([
+            "report",
+            rows_path.to_str().unwrap(),
+            "--holder-field",
+            "speaker",
+        ])
+        .args([
+            "--date-field",
+            "date",
+            "--period",
+            "month",
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        report.status.success(),
+        "{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+    let table: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    let cells: Vec<(String, String, usize)> = table["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["holder"].as_str().unwrap().to_string(),
+                c["period"].as_str().unwrap().to_string(),
+                c["total"].as_u64().unwrap() as usize,
+            )
+        })
+        .collect();
+    // The undated row has no period, so it is left out.
+    assert_eq!(
+        cells,
+        [
+            ("Lavrov".into(), "2026-01".into(), 1),
+            ("Lavrov".into(), "2026-02".into(), 1),
+            ("author".into(), "2026-01".into(), 1),
+        ]
     );
 }

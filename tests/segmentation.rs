@@ -1,5 +1,6 @@
 //! Sentence segmentation: the gold set, invariants on long and hostile inputs.
 
+use standpoint::label::quotes::speakers;
 use standpoint::label::segment::{Segmenter, Span, sentences};
 
 #[derive(serde::Deserialize)]
@@ -363,4 +364,74 @@ fn segmenter_is_send_sync_and_default() {
     assert_send_sync::<Segmenter>();
     let text = "Talks failed. The envoy left.";
     assert_eq!(Segmenter::default().split(text), sentences(text));
+}
+
+#[derive(serde::Deserialize)]
+struct QuoteCase {
+    text: String,
+    sentences: Vec<String>,
+    /// Per sentence: the speaker's name, `"?"` for an attributed pronoun left unresolved, or
+    /// null for a sentence nobody is said to speak.
+    speakers: Vec<Option<String>>,
+}
+
+#[test]
+fn quote_gold_set_sentences_and_speakers() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/quotes-gold.jsonl"
+    );
+    let cases: Vec<QuoteCase> = std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert!(
+        cases.len() >= 30,
+        "quote gold set has {} cases",
+        cases.len()
+    );
+    let mut failures = Vec::new();
+    for (i, case) in cases.iter().enumerate() {
+        assert_eq!(case.sentences.len(), case.speakers.len(), "case {}", i + 1);
+        let spans = sentences(&case.text);
+        assert_well_formed(&case.text, &spans);
+        let found: Vec<&str> = spans.iter().map(|s| s.text(&case.text)).collect();
+        let speakers: Vec<Option<String>> = speakers(&case.text, &spans)
+            .into_iter()
+            .map(|s| s.map(|s| s.name.unwrap_or_else(|| "?".into())))
+            .collect();
+        if found != case.sentences || speakers != case.speakers {
+            failures.push(format!(
+                "case {} {:?}\n  wanted {:?} {:?}\n  found  {found:?} {speakers:?}",
+                i + 1,
+                case.text,
+                case.sentences,
+                case.speakers
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} quote cases differ:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn attributions_point_at_their_words() {
+    let text =
+        "Alexander Grushko spoke on Monday.\n“Cooperation has ended. NATO refused it,” he said.";
+    let spans = sentences(text);
+    let found = speakers(text, &spans);
+    let attribution = found[2].as_ref().unwrap().attribution;
+    assert_eq!(attribution.text(text), "he said");
+    assert_eq!(found[1].as_ref().unwrap().attribution, attribution);
+    assert_eq!(
+        found[0].as_ref().unwrap().attribution.text(text),
+        "Alexander Grushko spoke"
+    );
 }

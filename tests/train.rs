@@ -538,3 +538,34 @@ fn resume_run(dir: &Path) -> String {
     assert!(out.status.success(), "{stderr}");
     stderr
 }
+
+#[test]
+fn training_with_marked_mentions_saves_the_markers_and_scores_alike_after_reload() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = TrainConfig {
+        epochs: 2,
+        mark_mentions: true,
+        ..config(tmp.path(), &["stance:pair"], false)
+    };
+    train(&config, false, &mut Silent).unwrap();
+    let saved = standpoint::ModelConfig::from_file(&config.output.join("config.json")).unwrap();
+    assert_eq!(
+        saved.mention_markers,
+        Some(standpoint::MentionMarkers::default())
+    );
+    let classifier = Classifier::load(
+        config.output.to_str().unwrap(),
+        &ClassifierOptions::default(),
+    )
+    .unwrap();
+    assert!(classifier.text_encoder().mention_markers().is_some());
+    // Dev scores at training time (marked encodings) are the reloaded model's.
+    let report =
+        standpoint::eval::evaluate_files(&classifier, &config.dev, &Default::default()).unwrap();
+    let saved: standpoint::eval::metrics::EvalReport =
+        serde_json::from_str(&std::fs::read_to_string(config.output.join("eval.json")).unwrap())
+            .unwrap();
+    for (got, want) in report.heads.iter().zip(&saved.heads) {
+        assert_eq!(got.confusion, want.confusion, "{}", got.head);
+    }
+}

@@ -2,6 +2,7 @@
 
 pub mod batching;
 
+use std::borrow::Cow;
 use std::path::Path;
 
 use candle_core::{DType, Device, IndexOp};
@@ -16,9 +17,10 @@ use crate::hub::{self, ModelSource, ResolveOptions};
 use crate::model::config::config_path;
 use crate::model::weights::{self, LoadReport};
 use crate::model::{
-    Architecture, EncoderInput, HeadInput, HeadSpec, Model, ModelConfig, Reading, heads,
+    Architecture, EncoderInput, HeadInput, HeadSpec, Model, ModelConfig, Reading, directed_target,
+    heads,
 };
-use crate::tokenize::{Encoded, TextEncoder, pad_batch};
+use crate::tokenize::{Encoded, TextEncoder, find_ascii_case_insensitive, pad_batch};
 
 /// How to load and run a classifier.
 #[derive(Debug, Clone)]
@@ -63,6 +65,9 @@ pub struct Query<'a> {
     /// than the token limit, it is cut around this span instead of at its end. `None`: around
     /// the first occurrence of the target's name (ASCII case-insensitive), if there is one.
     pub focus: Option<(usize, usize)>,
+    /// A holder candidate: the query asks a directed head ([`crate::model::HeadInput::Directed`])
+    /// what attitude the text gives the holder toward the target; other heads do not read it.
+    pub holder: Option<&'a str>,
 }
 
 impl<'a> Query<'a> {
@@ -72,6 +77,7 @@ impl<'a> Query<'a> {
             text,
             target: None,
             focus: None,
+            holder: None,
         }
     }
 
@@ -81,6 +87,22 @@ impl<'a> Query<'a> {
             text,
             target: Some(target),
             focus: None,
+            holder: None,
+        }
+    }
+
+    /// The attitude the text gives `holder` toward `target`, for a model's directed head
+    /// (e.g. `holder` Russia, `target` NATO: is Russia hostile toward NATO here?).
+    ///
+    /// ```
+    /// use standpoint::Query;
+    /// let query = Query::directed("Russia", "NATO", "Moscow accused NATO of provocations.");
+    /// assert_eq!((query.holder, query.target), (Some("Russia"), Some("NATO")));
+    /// ```
+    pub fn directed(holder: &'a str, target: &'a str, text: &'a str) -> Self {
+        Query {
+            holder: Some(holder),
+            ..Query::pair(target, text)
         }
     }
 
@@ -192,8 +214,14 @@ pub struct Classifier {
     batch_tokens: usize,
 }
 
+/// Whether (and how) a head reads a query: a directed head reads exactly the queries that
+/// name a holder.
 fn reading(input: HeadInput, query: &Query) -> Option<Reading> {
-    input.reading(query.target.is_some())
+    match (input, query.holder.is_some()) {
+        (HeadInput::Directed, directed) => directed.then_some(Reading::Pair),
+        (_, true) => None,
+        (input, false) => input.reading(query.target.is_some()),
+    }
 }
 
 /// One encoder input: which query, read how.
@@ -272,7 +300,8 @@ impl Classifier {
             .unwrap_or(usize::MAX)
             .min(config.encoder.max_tokens());
         let tokenizer_path = dir.join("tokenizer.json");
-        let tokenizer = TextEncoder::from_file(&tokenizer_path, max_length)?;
+        let tokenizer = TextEncoder::from_file(&tokenizer_path, max_length)?
+            .with_mention_markers(config.mention_markers.clone());
         if tokenizer.vocab_size() > config.encoder.vocab_size {
             return Err(Error::config(
                 &tokenizer_path,
@@ -501,6 +530,14 @@ impl Classifier {
                     reason: "empty target (omit it instead)".into(),
                 });
             }
+            if let Some(holder) = query.holder {
+                if query.target.is_none() || holder.trim().is_empty() {
+                    return Err(Error::InvalidInput {
+                        index,
+                        reason: "a holder needs a target, and a name".into(),
+                    });
+                }
+            }
         }
         let wanted: Vec<(usize, Reading)> = queries
             .iter()
@@ -512,12 +549,20 @@ impl Classifier {
             .map(|(index, reading)| {
                 let query = &queries[index];
                 let (target, focus) = match reading {
-                    Reading::Pair => (query.target, query.focus),
+                    Reading::Pair => (query.target.map(Cow::Borrowed), query.focus),
                     Reading::Text => (None, None),
+                };
+                // A directed pair names `HOLDER → TARGET`; its mention is the target's.
+                let (target, focus) = match (query.holder, target) {
+                    (Some(holder), Some(t)) => (
+                        Some(Cow::Owned(directed_target(holder, &t))),
+                        focus.or_else(|| find_ascii_case_insensitive(query.text, &t)),
+                    ),
+                    (_, target) => (target, focus),
                 };
                 let encoded = self
                     .tokenizer
-                    .encode_around_raw(target, query.text, focus)
+                    .encode_around_raw(target.as_deref(), query.text, focus)
                     .map_err(|source| Error::Tokenize { index, source })?;
                 Ok(Job {
                     query: index,

@@ -14,7 +14,7 @@ use crate::eval::calibration;
 use crate::eval::metrics::{ConfusionMatrix, EvalReport, HeadReport};
 use crate::model::nn::Param;
 use crate::model::{HeadSpec, Model, Reading};
-use crate::tokenize::{Encoded, TextEncoder, pad_batch};
+use crate::tokenize::{Encoded, TextEncoder, find_ascii_case_insensitive, pad_batch};
 
 /// One encoder input and, per model head, its label (only for heads reading this input).
 #[derive(Debug, Clone)]
@@ -67,9 +67,16 @@ pub fn build_items(
                 Reading::Pair => example.target.as_deref(),
                 Reading::Text => None,
             };
+            // The mention as the labeller finds it at inference (an alias such as `Moscow`);
+            // without one, the encoder looks for the target itself.
+            let focus = example
+                .mention
+                .as_deref()
+                .filter(|_| target.is_some())
+                .and_then(|m| find_ascii_case_insensitive(&example.text, m));
             // Cut like inference does: a long text around the target's mention.
             let encoded = encoder
-                .encode_around(target, &example.text, None)
+                .encode_around(target, &example.text, focus)
                 .map_err(|e| Error::Record {
                     source_name: sources[example.source].path.display().to_string(),
                     line: example.line,

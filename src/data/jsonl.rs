@@ -15,6 +15,9 @@ pub struct QueryRecord {
     /// The actor the stance is judged against.
     #[serde(default)]
     pub target: Option<String>,
+    /// A holder candidate, for a directed head (see [`crate::Query::directed`]).
+    #[serde(default)]
+    pub holder: Option<String>,
     /// Any identifier the caller wants carried to the output.
     #[serde(default)]
     pub id: Option<Value>,
@@ -155,7 +158,7 @@ pub struct JsonlQueries<R> {
 
 /// The fields a query record reads; others are ignored (and reported by
 /// [`JsonlQueries::unknown_fields`]).
-pub const QUERY_FIELDS: [&str; 3] = ["text", "target", "id"];
+pub const QUERY_FIELDS: [&str; 4] = ["text", "target", "holder", "id"];
 
 impl<R: BufRead> JsonlQueries<R> {
     /// Reads from `reader`; `source_name` appears in error messages.

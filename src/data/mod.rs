@@ -318,6 +318,10 @@ pub struct FieldMap {
     pub text: String,
     /// The field holding the actor the stance is judged against; default `target`.
     pub target: String,
+    /// The field holding the words of the text that mention the target (e.g. `Moscow` for
+    /// the target `Russia`); default `mention`. Absent or not found in the text: the target's
+    /// own first occurrence is the mention.
+    pub mention: String,
     /// The field holding an identifier; default `id`.
     pub id: String,
     /// (head name, field name) for every head whose labels are read; by default the
@@ -338,6 +342,7 @@ impl FieldMap {
         FieldMap {
             text: "text".into(),
             target: "target".into(),
+            mention: "mention".into(),
             id: "id".into(),
             heads: heads
                 .iter()
@@ -379,10 +384,10 @@ impl FieldMap {
             if !seen.insert(head.as_str()) {
                 return Err(invalid(format!("head {head:?} is listed twice")));
             }
-            if *field == self.text || *field == self.target || *field == self.id {
+            if [&self.text, &self.target, &self.mention, &self.id].contains(&field) {
                 return Err(invalid(format!(
                     "field {field:?} cannot hold both the labels of head {head:?} and the \
-                     text, target or id"
+                     text, target, mention or id"
                 )));
             }
         }
@@ -397,6 +402,8 @@ pub struct Example {
     pub text: String,
     /// The actor the stance is judged against, when given.
     pub target: Option<String>,
+    /// The words of the text that mention the target, when given.
+    pub mention: Option<String>,
     /// The row's identifier, when given (numbers are kept as their decimal text).
     pub id: Option<String>,
     /// Label per head, in [`FieldMap::heads`] order; `None` where the row leaves that
@@ -599,6 +606,17 @@ fn jsonl_example(
             ));
         }
     };
+    let mention = match object.get(&fields.mention) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => non_empty(s),
+        Some(other) => {
+            return Err(format!(
+                "field `{}` must be a string, found {}",
+                fields.mention,
+                json_kind(other)
+            ));
+        }
+    };
     let id = match object.get(&fields.id) {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => non_empty(s),
@@ -675,6 +693,7 @@ fn jsonl_example(
     Ok(Example {
         text,
         target,
+        mention,
         id,
         labels,
         source,
@@ -702,6 +721,7 @@ fn read_delimited(
         return Err(header_error(&rows, what));
     };
     let target_col = rows.column(&fields.target);
+    let mention_col = rows.column(&fields.mention);
     let id_col = rows.column(&fields.id);
     let head_cols: Vec<Option<usize>> = fields.heads.iter().map(|(_, f)| rows.column(f)).collect();
     if head_cols.iter().all(Option::is_none) {
@@ -730,6 +750,10 @@ fn read_delimited(
             .map(|c| row.cell(c))
             .transpose()?
             .and_then(non_empty);
+        let mention = mention_col
+            .map(|c| row.cell(c))
+            .transpose()?
+            .and_then(non_empty);
         let id = id_col.map(|c| row.cell(c)).transpose()?.and_then(non_empty);
         let mut labels = Vec::with_capacity(head_cols.len());
         for col in &head_cols {
@@ -744,6 +768,7 @@ fn read_delimited(
         examples.push(Example {
             text: text.to_string(),
             target,
+            mention,
             id,
             labels,
             source,
@@ -898,7 +923,7 @@ impl LabelSchema {
     /// use standpoint::data::{Example, LabelSchema};
     ///
     /// let example = |label: &str| Example {
-    ///     text: "t".into(), target: None, id: None,
+    ///     text: "t".into(), target: None, mention: None, id: None,
     ///     labels: vec![Some(label.into())], source: 0, line: 1,
     /// };
     /// let examples = [example("neutral"), example("against"), example("favor")];
@@ -919,7 +944,7 @@ impl LabelSchema {
     /// # fn main() -> standpoint::Result<()> {
     /// use standpoint::data::{Example, LabelSchema};
     /// let example = |stance: &str, topic: &str| Example {
-    ///     text: "t".into(), target: None, id: None,
+    ///     text: "t".into(), target: None, mention: None, id: None,
     ///     labels: vec![Some(stance.into()), Some(topic.into())], source: 0, line: 1,
     /// };
     /// // `stance` has one label only, but it is not inferred.
@@ -1006,6 +1031,8 @@ pub struct LabelledExample {
     pub text: String,
     /// The actor the stance is judged against, when given.
     pub target: Option<String>,
+    /// The words of the text that mention the target, when given.
+    pub mention: Option<String>,
     /// One entry per head, in [`LabelSchema::heads`] order: the label's index in that
     /// head's labels, or `None` where the example leaves the head unlabelled.
     pub labels: Vec<Option<u32>>,
@@ -1034,7 +1061,7 @@ pub struct LabelledExample {
 /// let fields = FieldMap::for_heads(&["stance"]);
 /// let sources = [DataSource::new("train.jsonl")];
 /// let example = |label: &str| Example {
-///     text: "t".into(), target: None, id: None,
+///     text: "t".into(), target: None, mention: None, id: None,
 ///     labels: vec![Some(label.into())], source: 0, line: 7,
 /// };
 /// let encoded = encode_labels(vec![example("favor")], &fields, &schema, &sources)?;
@@ -1125,6 +1152,7 @@ pub fn encode_labels(
         out.push(LabelledExample {
             text: example.text,
             target: example.target,
+            mention: example.mention,
             labels,
             source: example.source,
             line: example.line,
@@ -1143,7 +1171,7 @@ pub fn encode_labels(
 ///     heads: vec![HeadLabels { name: "stance".into(), labels: vec!["a".into(), "b".into()] }],
 /// };
 /// let example = |label| LabelledExample {
-///     text: "t".into(), target: None, labels: vec![label], source: 0, line: 1,
+///     text: "t".into(), target: None, mention: None, labels: vec![label], source: 0, line: 1,
 /// };
 /// let examples = [example(Some(1)), example(Some(1)), example(None)];
 /// assert_eq!(label_counts(&examples, &schema), [vec![0, 2]]);

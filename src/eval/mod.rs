@@ -205,6 +205,7 @@ fn read_labelled(
     let field_map = FieldMap {
         text: fields.text.clone(),
         target: fields.target.clone(),
+        mention: "mention".into(),
         id: "id".into(),
         heads: heads
             .iter()

@@ -23,6 +23,9 @@ pub struct Document {
     pub id: String,
     /// The full text.
     pub text: String,
+    /// The document's date, when [`DocumentFields::date`] names a field it has (carried to
+    /// every row, for [`crate::report`]).
+    pub date: Option<String>,
 }
 
 /// How input documents are laid out: whole text files, or records of a data file in one
@@ -81,6 +84,8 @@ pub struct DocumentFields {
     pub id: String,
     /// Field holding the text.
     pub text: String,
+    /// Field holding the document's date, copied to its rows (none by default).
+    pub date: Option<String>,
 }
 
 impl Default for DocumentFields {
@@ -88,6 +93,7 @@ impl Default for DocumentFields {
         DocumentFields {
             id: "id".into(),
             text: "text".into(),
+            date: None,
         }
     }
 }
@@ -216,7 +222,11 @@ fn read_text_file(path: PathBuf) -> Result<Document> {
             reason: "empty document".into(),
         });
     }
-    Ok(Document { id, text })
+    Ok(Document {
+        id,
+        text,
+        date: None,
+    })
 }
 
 fn records(
@@ -252,6 +262,7 @@ fn records(
                 Ok(Document {
                     id: name,
                     text: temp,
+                    date: None,
                 })
             }))
         }
@@ -289,7 +300,19 @@ impl JsonlDocuments {
             Some(Value::Number(n)) => n.to_string(),
             _ => format!("{}:{line}", self.lines.source_name()),
         };
-        Ok(Document { id, text })
+        let date = match self.fields.date.as_ref().and_then(|f| object.get(f)) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()).filter(|s| !s.is_empty()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            Some(_) => {
+                let reason = format!(
+                    "field `{}` is not a string",
+                    self.fields.date.as_deref().unwrap_or_default()
+                );
+                return Err(self.lines.error(reason));
+            }
+        };
+        Ok(Document { id, text, date })
     }
 }
 
@@ -323,9 +346,10 @@ fn csv_documents(
         });
     };
     let id_col = rows.column(&fields.id);
+    let date_col = fields.date.as_ref().and_then(|f| rows.column(f));
     let name = name.to_string();
     Ok(std::iter::from_fn(move || {
-        next_csv_document(&mut rows, text_col, id_col, &name).transpose()
+        next_csv_document(&mut rows, text_col, id_col, date_col, &name).transpose()
     }))
 }
 
@@ -334,6 +358,7 @@ fn next_csv_document(
     rows: &mut DelimitedRecords<Box<dyn BufRead>>,
     text_col: usize,
     id_col: Option<usize>,
+    date_col: Option<usize>,
     name: &str,
 ) -> Result<Option<Document>> {
     let Some(row) = rows.next_row()? else {
@@ -347,8 +372,13 @@ fn next_csv_document(
         Some(i) => row.cell(i)?.to_string(),
         None => format!("{name}:{}", row.line()),
     };
+    let date = match date_col {
+        Some(i) => Some(row.cell(i)?.to_string()).filter(|d| !d.is_empty()),
+        None => None,
+    };
     Ok(Some(Document {
         id,
         text: text.to_string(),
+        date,
     }))
 }

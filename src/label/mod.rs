@@ -4,4 +4,5 @@ pub mod actors;
 pub mod documents;
 pub mod output;
 pub mod pipeline;
+pub mod quotes;
 pub mod segment;

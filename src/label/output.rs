@@ -42,7 +42,7 @@ use crate::output::{Destination, open_write_through};
 ///
 /// let classifier = Classifier::load_default(&ClassifierOptions::default())?;
 /// let actors = ActorSet::from_names(&["NATO".to_string()])?;
-/// let fields = DocumentFields { id: "id".into(), text: "text".into() };
+/// let fields = DocumentFields { id: "id".into(), text: "text".into(), date: None };
 /// let files = vec![PathBuf::from("news.jsonl")];
 /// let options = LabelOptions::default();
 /// let settings = RunSettings {
@@ -101,8 +101,10 @@ impl RunSettings<'_> {
             "max_length": info.max_length, "input_files": input_files,
             "format": self.format.map(|f| format!("{f:?}")),
             "text_field": self.fields.text, "id_field": self.fields.id,
+            "date_field": self.fields.date,
             "actors": self.actors.actors(), "all_actors": self.options.all_actors,
             "mentions_only": !self.options.unmatched_rows,
+            "holders": self.options.holders,
             "output_format": format!("{:?}", self.output_format),
             "on_error": format!("{:?}", self.on_error),
         })
@@ -164,7 +166,7 @@ pub struct RowFormatter {
     heads: Vec<HeadSpec>,
 }
 
-const FIXED_COLUMNS: [&str; 9] = [
+const FIXED_COLUMNS: [&str; 15] = [
     "document",
     "sentence_index",
     "sentence_start",
@@ -174,6 +176,12 @@ const FIXED_COLUMNS: [&str; 9] = [
     "mention",
     "mention_start",
     "mention_end",
+    "speaker",
+    "speaker_start",
+    "speaker_end",
+    "holder",
+    "holder_probability",
+    "date",
 ];
 
 fn csv_line(fields: &[String]) -> Vec<u8> {
@@ -209,9 +217,14 @@ pub fn spreadsheet_safe(cell: &str) -> std::borrow::Cow<'_, str> {
 impl RowFormatter {
     /// A formatter for rows of a model with `heads`.
     pub fn new(format: OutputFormat, heads: &[HeadSpec]) -> Self {
+        // A directed head answers holder queries, never a row.
         RowFormatter {
             format,
-            heads: heads.to_vec(),
+            heads: heads
+                .iter()
+                .filter(|h| h.input != crate::model::HeadInput::Directed)
+                .cloned()
+                .collect(),
         }
     }
 
@@ -253,6 +266,14 @@ impl RowFormatter {
                     row.mention.clone().unwrap_or_default(),
                     opt(row.mention_start),
                     opt(row.mention_end),
+                    row.speaker.clone().unwrap_or_default(),
+                    opt(row.speaker_start),
+                    opt(row.speaker_end),
+                    row.holder.clone().unwrap_or_default(),
+                    row.holder_probability
+                        .map(|p| p.to_string())
+                        .unwrap_or_default(),
+                    row.date.clone().unwrap_or_default(),
                 ];
                 for head in &self.heads {
                     match row.predictions.get(&head.name) {

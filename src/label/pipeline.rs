@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::actors::ActorSet;
 use super::documents::Document;
+use super::quotes;
 use super::segment::Segmenter;
 use crate::classify::{Classifier, HeadPrediction, Query};
 use crate::error::{Error, Result};
@@ -54,6 +55,26 @@ pub struct Row {
     pub mention_start: Option<usize>,
     /// End of the mention (exclusive).
     pub mention_end: Option<usize>,
+    /// Who speaks the sentence (a quote's speaker, or the source of reported speech), as
+    /// named in the document; `None` when nobody is said to, or for a pronoun that could not
+    /// be resolved (see [`crate::label::quotes`]).
+    pub speaker: Option<String>,
+    /// Character offset of the attribution (`he said`, `according to the envoy`), when the
+    /// sentence has one.
+    pub speaker_start: Option<usize>,
+    /// End of the attribution (exclusive).
+    pub speaker_end: Option<usize>,
+    /// Whose attitude toward the actor the sentence expresses: an actor of the list (one the
+    /// sentence mentions, or the speaker's, through the aliases), or `author` when none of
+    /// them holds it. `None` for a neutral row, or a model without a directed head (see
+    /// [`Labeller`] for how it is chosen).
+    pub holder: Option<String>,
+    /// The directed head's probability that the holder holds the row's stance (for `author`:
+    /// that no candidate does).
+    pub holder_probability: Option<f32>,
+    /// The document's date, when the input names a date field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub date: Option<String>,
     /// Every head's verdict that applies: pair heads for the actor, text heads for the
     /// sentence. Written as one field per head.
     #[serde(flatten)]
@@ -94,6 +115,8 @@ pub struct LabelOptions {
     pub unmatched_rows: bool,
     /// Sentences classified per window (bounds memory; larger windows sort better).
     pub window: usize,
+    /// Choose each non-neutral row's holder with the model's directed head, if it has one.
+    pub holders: bool,
 }
 
 impl Default for LabelOptions {
@@ -102,11 +125,26 @@ impl Default for LabelOptions {
             all_actors: false,
             unmatched_rows: true,
             window: 1024,
+            holders: true,
         }
     }
 }
 
+/// Below this probability no candidate holds a stance, and the holder is `author`.
+pub const HOLDER_THRESHOLD: f32 = 0.5;
+
+/// The holder of a row whose stance no listed actor holds.
+pub const AUTHOR: &str = "author";
+
 /// A classifier, actors and a segmenter, ready to label documents.
+///
+/// Holders: when the model has a directed head ([`HeadInput::Directed`]) with the labels of a
+/// pair head (the stance head), each row whose stance is not `neutral` gets a holder.
+/// Its candidates are the other actors the sentence mentions and the speaker's actor (an
+/// actor alias in the speaker's name or attribution, e.g. `Russia's deputy foreign minister`,
+/// remembered for that name through the document). The directed head scores each candidate
+/// (candidate → actor); the best one holds the stance when its probability of the row's label
+/// is at least [`HOLDER_THRESHOLD`], else the holder is [`AUTHOR`].
 ///
 /// ```
 /// # fn main() -> standpoint::Result<()> {
@@ -116,7 +154,7 @@ impl Default for LabelOptions {
 /// let classifier = Classifier::load(model, &ClassifierOptions::default())?;
 /// let actors = ActorSet::from_names(&["NATO".to_string()])?;
 /// let labeller = Labeller::new(&classifier, &actors, LabelOptions::default());
-/// let docs = vec![Ok(Document { id: "a".into(), text: "NATO refused. Talks ended.".into() })];
+/// let docs = vec![Ok(Document { id: "a".into(), text: "NATO refused. Talks ended.".into(), date: None })];
 /// let rows: Vec<_> = labeller
 ///     .stream(docs.into_iter(), Default::default())
 ///     .filter_map(|e| match e { Ok(Event::Row(row)) => Some(row), _ => None })
@@ -184,11 +222,35 @@ type ActorSlot = (usize, Option<Located>);
 struct Pending {
     document: usize,
     document_id: std::rc::Rc<str>,
+    date: Option<std::rc::Rc<str>>,
     index: usize,
     start: usize,
     end: usize,
     text: String,
     actors: Vec<ActorSlot>,
+    /// The speaker's name, and the attribution's character offsets.
+    speaker: Option<(Option<String>, usize, usize)>,
+    /// The actor the speaker speaks for, when the aliases tell.
+    speaker_actor: Option<usize>,
+}
+
+/// Byte offsets to character offsets of one text, counting from the last offset asked for.
+struct CharOffsets<'t> {
+    text: &'t str,
+    byte: usize,
+    chars: usize,
+}
+
+impl CharOffsets<'_> {
+    fn at(&mut self, byte: usize) -> usize {
+        if byte >= self.byte {
+            self.chars += self.text[self.byte..byte].chars().count();
+        } else {
+            self.chars -= self.text[byte..self.byte].chars().count();
+        }
+        self.byte = byte;
+        self.chars
+    }
 }
 
 /// The iterator returned by [`Labeller::stream`].
@@ -276,26 +338,40 @@ impl<I: Iterator<Item = Result<Document>>> LabelStream<'_, I> {
     fn segment(&mut self, ordinal: usize, document: &Document) {
         let labeller = self.labeller;
         let id: std::rc::Rc<str> = document.id.as_str().into();
+        let date: Option<std::rc::Rc<str>> = document.date.as_deref().map(Into::into);
         let text = &document.text;
         let skip = if ordinal == self.from.document {
             self.from.sentence
         } else {
             0
         };
-        // Byte offsets to character offsets, incrementally (sentences come in order).
-        let (mut byte, mut chars) = (0usize, 0usize);
-        let mut to_chars = |b: usize| {
-            chars += text[byte..b].chars().count();
-            byte = b;
-            chars
+        let mut offsets = CharOffsets {
+            text,
+            byte: 0,
+            chars: 0,
         };
-        for (index, span) in labeller.segmenter.split(text).into_iter().enumerate() {
-            let start = to_chars(span.start);
-            let end = to_chars(span.end);
+        let spans = labeller.segmenter.split(text);
+        let speakers = quotes::speakers(text, &spans);
+        // Speaker names whose actor an earlier attribution told (`Grushko` after
+        // `Russia's deputy foreign minister Alexander Grushko said`).
+        let mut speaks_for: std::collections::HashMap<String, usize> = Default::default();
+        for (index, (span, speaker)) in spans.into_iter().zip(speakers).enumerate() {
+            let speaker_actor = speaker
+                .as_ref()
+                .and_then(|s| speaker_actor(labeller.actors, text, s, &mut speaks_for));
             if index < skip {
-                // Done before the interruption; offsets still advance.
+                // Done before the interruption.
                 continue;
             }
+            let speaker = speaker.map(|s| {
+                let (from, to) = (
+                    offsets.at(s.attribution.start),
+                    offsets.at(s.attribution.end),
+                );
+                (s.name, from, to)
+            });
+            let start = offsets.at(span.start);
+            let end = offsets.at(span.end);
             let sentence = &text[span.start..span.end];
             let mut mentioned: Vec<ActorSlot> = labeller
                 .actors
@@ -324,11 +400,14 @@ impl<I: Iterator<Item = Result<Document>>> LabelStream<'_, I> {
             self.pending.push(Pending {
                 document: ordinal,
                 document_id: id.clone(),
+                date: date.clone(),
                 index,
                 start,
                 end,
                 text: sentence.to_string(),
                 actors: mentioned,
+                speaker,
+                speaker_actor,
             });
         }
     }
@@ -337,7 +416,9 @@ impl<I: Iterator<Item = Result<Document>>> LabelStream<'_, I> {
         let labeller = self.labeller;
         let heads = labeller.classifier.heads();
         let has_text_heads = heads.iter().any(|h| h.input != HeadInput::Pair);
-        let has_pair_heads = heads.iter().any(|h| h.input != HeadInput::Text);
+        let has_pair_heads = heads
+            .iter()
+            .any(|h| matches!(h.input, HeadInput::Pair | HeadInput::Auto));
         let names: Vec<&str> = labeller
             .actors
             .actors()
@@ -371,6 +452,11 @@ impl<I: Iterator<Item = Result<Document>>> LabelStream<'_, I> {
             slots.push((text_slot, pair_slots));
         }
         let predictions = labeller.classifier.classify_each(&queries)?;
+        let holders = if labeller.options.holders {
+            self.holders(&pending, &slots, &predictions, &names)?
+        } else {
+            Default::default()
+        };
 
         let mut last = Position::default();
         self.ready.push_back(Event::Read {
@@ -383,6 +469,7 @@ impl<I: Iterator<Item = Result<Document>>> LabelStream<'_, I> {
         for (p, (text_slot, pair_slots)) in pending.into_iter().zip(slots) {
             let sentence_heads = text_slot.map(|i| &predictions[i]);
             let row = |actor: Option<(usize, &Option<Located>)>, pair: Option<usize>| {
+                let holder = pair.and_then(|i| holders.get(&i));
                 let mut merged = IndexMap::new();
                 // Config order: heads answered by either query.
                 for head in heads {
@@ -404,6 +491,12 @@ impl<I: Iterator<Item = Result<Document>>> LabelStream<'_, I> {
                     mention: mention.map(|m| m.text.clone()),
                     mention_start: mention.map(|m| m.start),
                     mention_end: mention.map(|m| m.end),
+                    speaker: p.speaker.as_ref().and_then(|s| s.0.clone()),
+                    speaker_start: p.speaker.as_ref().map(|s| s.1),
+                    speaker_end: p.speaker.as_ref().map(|s| s.2),
+                    holder: holder.map(|h| h.0.clone()),
+                    holder_probability: holder.map(|h| h.1),
+                    date: p.date.as_deref().map(str::to_string),
                     predictions: merged,
                     model: labeller.model_name.clone(),
                 }
@@ -427,4 +520,115 @@ impl<I: Iterator<Item = Result<Document>>> LabelStream<'_, I> {
         self.ready.push_back(Event::Checkpoint(last));
         Ok(())
     }
+
+    /// The holder of every non-neutral pair query, keyed by query index (see [`Labeller`]).
+    fn holders(
+        &self,
+        pending: &[Pending],
+        slots: &[(Option<usize>, Vec<usize>)],
+        predictions: &[crate::classify::Prediction],
+        names: &[&str],
+    ) -> Result<std::collections::HashMap<usize, (String, f32)>> {
+        let heads = self.labeller.classifier.heads();
+        let Some(directed) = heads.iter().find(|h| h.input == HeadInput::Directed) else {
+            return Ok(Default::default());
+        };
+        let same_labels = |labels: &[String]| {
+            labels.len() == directed.labels.len()
+                && labels.iter().all(|l| directed.labels.contains(l))
+        };
+        let Some(stance) = heads.iter().find(|h| {
+            matches!(h.input, HeadInput::Pair | HeadInput::Auto) && same_labels(&h.labels)
+        }) else {
+            return Ok(Default::default());
+        };
+        // (pair query, candidate actor, label asked) for each directed query.
+        let mut asked: Vec<(usize, usize, String)> = Vec::new();
+        let mut queries: Vec<Query> = Vec::new();
+        let mut unheld: Vec<usize> = Vec::new();
+        for (p, (_, pair_slots)) in pending.iter().zip(slots) {
+            for ((target, mention), &slot) in p.actors.iter().zip(pair_slots) {
+                let Some(verdict) = predictions[slot].get(&stance.name) else {
+                    continue;
+                };
+                if verdict.label == "neutral" {
+                    continue;
+                }
+                let mut candidates: Vec<usize> = p
+                    .actors
+                    .iter()
+                    .filter(|(a, m)| m.is_some() && a != target)
+                    .map(|(a, _)| *a)
+                    .collect();
+                if let Some(a) = p.speaker_actor.filter(|a| a != target) {
+                    if !candidates.contains(&a) {
+                        candidates.push(a);
+                    }
+                }
+                if candidates.is_empty() {
+                    unheld.push(slot);
+                }
+                for candidate in candidates {
+                    let query = Query::directed(names[candidate], names[*target], &p.text);
+                    queries.push(match mention {
+                        Some(m) => query.with_focus(m.bytes.0, m.bytes.1),
+                        None => query,
+                    });
+                    asked.push((slot, candidate, verdict.label.clone()));
+                }
+            }
+        }
+        let mut holders: std::collections::HashMap<usize, (String, f32)> = unheld
+            .into_iter()
+            .map(|slot| (slot, (AUTHOR.to_string(), 1.0)))
+            .collect();
+        if queries.is_empty() {
+            return Ok(holders);
+        }
+        let scored = self.labeller.classifier.classify_each(&queries)?;
+        let mut best: std::collections::HashMap<usize, (usize, f32)> = Default::default();
+        for ((slot, candidate, label), prediction) in asked.into_iter().zip(&scored) {
+            let p = prediction
+                .get(&directed.name)
+                .and_then(|v| v.probabilities.get(&label).copied())
+                .unwrap_or(0.0);
+            let entry = best.entry(slot).or_insert((candidate, p));
+            if p > entry.1 {
+                *entry = (candidate, p);
+            }
+        }
+        for (slot, (candidate, p)) in best {
+            let holder = if p >= HOLDER_THRESHOLD {
+                (names[candidate].to_string(), p)
+            } else {
+                (AUTHOR.to_string(), 1.0 - p)
+            };
+            holders.insert(slot, holder);
+        }
+        Ok(holders)
+    }
+}
+
+/// The actor a speaker speaks for: remembered for the name, else an actor alias in the
+/// speaker's name or attribution (the first one, as written).
+fn speaker_actor(
+    actors: &ActorSet,
+    text: &str,
+    speaker: &quotes::Speaker,
+    speaks_for: &mut std::collections::HashMap<String, usize>,
+) -> Option<usize> {
+    if let Some(&actor) = speaker.name.as_ref().and_then(|n| speaks_for.get(n)) {
+        return Some(actor);
+    }
+    let attribution = &text[speaker.attribution.start..speaker.attribution.end];
+    let found = speaker
+        .name
+        .iter()
+        .map(String::as_str)
+        .chain([attribution])
+        .find_map(|words| actors.find(words).first().map(|m| m.actor))?;
+    if let Some(name) = &speaker.name {
+        speaks_for.insert(name.clone(), found);
+    }
+    Some(found)
 }

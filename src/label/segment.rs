@@ -12,9 +12,10 @@
 //!
 //! Boundaries come from the [`sentencex`] crate (Wikimedia; abbreviation lists, name initials,
 //! quote- and parenthesis-aware rules, sentence-starter overrides), plus the small layer below.
-//! Exact cases of the 54 in `tests/fixtures/segmentation-gold.jsonl`, each splitter fed line by
-//! line: UAX #29 (`unicode-segmentation` 1.13) 33, ICU4X `icu_segmenter` 2.4 33, `sentencex`
-//! 0.1.33 alone 49, `sentencex` + this layer 54. Not scored: `punkt` 1.0.5 (needs nightly Rust),
+//! Exact cases of the 54 in `tests/fixtures/segmentation-gold.jsonl` when quotes were still kept
+//! whole, each splitter fed line by line: UAX #29 (`unicode-segmentation` 1.13) 33, ICU4X
+//! `icu_segmenter` 2.4 33, `sentencex` 0.1.33 alone 49, `sentencex` + this layer 54 (today all 54,
+//! and the 39 quote cases of `tests/fixtures/quotes-gold.jsonl`). Not scored: `punkt` 1.0.5 (needs nightly Rust),
 //! `srx` 0.1.4 (ships no rules; LanguageTool's `segment.srx` is not packaged).
 //!
 //! # Rules
@@ -27,8 +28,10 @@
 //!   "8 p.m. Moscow time" do not. `sentencex` applies this rule itself except to `a.m.`/`p.m.`
 //!   (it splits before any capitalised word) and `approx.` (unknown to it); this layer adds those.
 //! * **Quotes.** A closing quote after the final `.`, `?` or `!` belongs to that sentence. A quoted
-//!   passage of several sentences stays one span with its attribution (`sentencex`'s choice:
-//!   `“We agree. We will sign,” he said.` is one sentence), so stance keeps its speaker.
+//!   passage of several sentences is split into its sentences (`“We agree. We will sign,” he
+//!   said.` gives `“We agree.` and `We will sign,” he said.`); the attribution stays with the
+//!   sentence it is written in, and [`crate::label::quotes`] gives every sentence of the quote
+//!   its speaker.
 //! * **Added by this layer:** `…` is read as `...`; a line-initial enumerator (`1.`, `iv.`, `b.`)
 //!   stays with its item; a sentence closes after `.)`/`?)`/`!)` when a capital follows.
 //!
@@ -185,7 +188,10 @@ impl Segmenter {
         cuts.extend(parenthesis_cuts(line));
         cuts.sort_unstable();
         cuts.dedup();
-        let cuts = self.merge_cuts(line, &cuts);
+        let mut cuts = self.merge_cuts(line, &cuts);
+        cuts.extend(self.quote_cuts(line));
+        cuts.sort_unstable();
+        cuts.dedup();
 
         let mut start = 0;
         for end in cuts.into_iter().chain([line.len()]) {
@@ -258,6 +264,21 @@ impl Segmenter {
         cuts
     }
 
+    /// Cuts between the sentences of each quoted passage of `line`: `sentencex` keeps a
+    /// quote of several sentences as one, so its inner text is split on its own.
+    fn quote_cuts(&self, line: &str) -> Vec<usize> {
+        let mut cuts = Vec::new();
+        for (open, close) in quote_regions(line) {
+            let inner = &line[open..close];
+            if inner.len() > MAX_WINDOW {
+                continue;
+            }
+            let found = self.merge_cuts(inner, &self.window_cuts(inner));
+            cuts.extend(found.into_iter().map(|cut| open + cut));
+        }
+        cuts
+    }
+
     /// Drops the cuts that end a sentence on a line-initial enumerator, or on an abbreviation of
     /// [`END_ONLY_BEFORE_STARTER`] not followed by a sentence starter.
     fn merge_cuts(&self, line: &str, cuts: &[usize]) -> Vec<usize> {
@@ -293,6 +314,39 @@ fn parenthesis_cuts(line: &str) -> impl Iterator<Item = usize> + '_ {
             && next.chars().next().is_some_and(char::is_uppercase);
         ends_sentence.then_some(at + 1)
     })
+}
+
+/// The quoted passages of `line`, as byte ranges of their inner text (marks excluded): curly
+/// `“…”`, low `„…“`, guillemets `«…»` and straight `"…"` pairs. A quote still open at the end
+/// of the line runs to its end (news quotes of several paragraphs close only in the last).
+/// Single marks (`‘…’`, `'`) are left alone: they are apostrophes too often.
+pub(crate) fn quote_regions(line: &str) -> Vec<(usize, usize)> {
+    let mut regions = Vec::new();
+    let mut open: Option<(usize, char)> = None;
+    for (at, c) in line.char_indices() {
+        match open {
+            None => {
+                let closer = match c {
+                    '“' => '”',
+                    '„' => '“',
+                    '«' => '»',
+                    '"' => '"',
+                    _ => continue,
+                };
+                open = Some((at + c.len_utf8(), closer));
+            }
+            Some((start, closer)) if c == closer || (closer == '“' && c == '”') => {
+                regions.push((start, at));
+                open = None;
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some((start, _)) = open {
+        regions.push((start, line.len()));
+    }
+    regions.retain(|(start, end)| end > start);
+    regions
 }
 
 /// Whether `word` is a list enumerator such as `1.`, `12)`, `iv.` or `b.`.

@@ -107,6 +107,21 @@ pub enum HeadInput {
     /// The pair when the query has a target, the text alone otherwise
     /// (what a plain `*ForSequenceClassification` checkpoint does).
     Auto,
+    /// A (holder → target, text) pair: the attitude the sentence gives a holder toward the
+    /// target, `neutral` when it gives that holder none. Its queries name a holder (see
+    /// [`crate::Query::directed`]) and no other head reads them; training examples name
+    /// [`directed_target`]`(holder, target)` as their target.
+    Directed,
+}
+
+/// The first segment of a directed head's pair, `HOLDER → TARGET`, as training data and
+/// [`crate::Query::directed`] both write it.
+///
+/// ```
+/// assert_eq!(standpoint::model::directed_target("Russia", "NATO"), "Russia → NATO");
+/// ```
+pub fn directed_target(holder: &str, target: &str) -> String {
+    format!("{holder} → {target}")
 }
 
 /// Which encoding of a query a head reads.
@@ -120,12 +135,13 @@ pub enum Reading {
 
 impl HeadInput {
     /// What the head reads for a query with or without a target; `None` when it does not
-    /// apply (a pair head and no target).
+    /// apply (a pair head and no target). A directed head reads pairs like a pair head (its
+    /// examples' targets are `HOLDER → TARGET`).
     pub fn reading(self, has_target: bool) -> Option<Reading> {
         match (self, has_target) {
             (HeadInput::Text, _) | (HeadInput::Auto, false) => Some(Reading::Text),
-            (HeadInput::Pair | HeadInput::Auto, true) => Some(Reading::Pair),
-            (HeadInput::Pair, false) => None,
+            (HeadInput::Pair | HeadInput::Auto | HeadInput::Directed, true) => Some(Reading::Pair),
+            (HeadInput::Pair | HeadInput::Directed, false) => None,
         }
     }
 }
@@ -196,10 +212,38 @@ pub struct StandpointSection {
     /// Classification heads in output order.
     #[serde(default)]
     pub heads: Vec<HeadSpec>,
+    /// Markers around the target's mention in the text of a pair; absent: unmarked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mention_markers: Option<MentionMarkers>,
 }
 
 fn format_version() -> u32 {
     1
+}
+
+/// Strings put around the target's mention in the text of a pair (entity markers), so a head
+/// reads which words of the sentence are the target. The default, `«` and `»`, is punctuation
+/// the BERT vocabularies know and news and social-media text almost never uses.
+///
+/// ```
+/// let markers = standpoint::MentionMarkers::default();
+/// assert_eq!((markers.open.as_str(), markers.close.as_str()), ("«", "»"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MentionMarkers {
+    /// Put before the mention.
+    pub open: String,
+    /// Put after the mention.
+    pub close: String,
+}
+
+impl Default for MentionMarkers {
+    fn default() -> Self {
+        MentionMarkers {
+            open: "«".into(),
+            close: "»".into(),
+        }
+    }
 }
 
 /// A parsed `config.json`: encoder settings, heads, and the original JSON for round trips.
@@ -213,6 +257,9 @@ pub struct ModelConfig {
     pub name: Option<String>,
     /// Display version, when the config carries one.
     pub version: Option<String>,
+    /// Markers the model was trained with around the target's mention in a pair's text
+    /// (see [`crate::TextEncoder::with_mention_markers`]); `None`: pairs are read unmarked.
+    pub mention_markers: Option<MentionMarkers>,
     /// The file as read, so saving keeps keys this crate does not interpret.
     pub raw: Value,
 }
@@ -281,6 +328,7 @@ impl ModelConfig {
             heads,
             name: section.name,
             version: section.version,
+            mention_markers: section.mention_markers,
             raw,
         })
     }
@@ -294,6 +342,7 @@ impl ModelConfig {
             name: self.name.clone(),
             version: self.version.clone(),
             heads: self.heads.clone(),
+            mention_markers: self.mention_markers.clone(),
         };
         if let Value::Object(map) = &mut raw {
             map.insert(

@@ -19,7 +19,8 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 pub use config::{
-    Activation, Architecture, EncoderConfig, HeadInput, HeadPooling, HeadSpec, ModelConfig, Reading,
+    Activation, Architecture, EncoderConfig, HeadInput, HeadPooling, HeadSpec, MentionMarkers,
+    ModelConfig, Reading, directed_target,
 };
 pub use encoder::{Encoder, EncoderInput};
 pub use heads::{Head, Pooler};

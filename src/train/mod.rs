@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::hub::{self, ResolveOptions};
 use crate::model::config::config_path;
 use crate::model::weights::{self, weights_path};
-use crate::model::{HeadInput, HeadPooling, HeadSpec, Model, ModelConfig};
+use crate::model::{HeadInput, HeadPooling, HeadSpec, MentionMarkers, Model, ModelConfig};
 use crate::tokenize::TextEncoder;
 use checkpoint::EpochRecord;
 
@@ -41,7 +41,7 @@ pub struct HeadPlan {
 }
 
 impl HeadPlan {
-    /// Parses `NAME[:pair|text|auto][=FIELD]`, e.g. `stance:pair` or `sentiment:text=polarity`.
+    /// Parses `NAME[:pair|text|auto|directed][=FIELD]`, e.g. `stance:pair` or `sentiment:text=polarity`.
     ///
     /// ```
     /// use standpoint::train::HeadPlan;
@@ -59,10 +59,13 @@ impl HeadPlan {
             Some((n, "pair")) => (n, HeadInput::Pair),
             Some((n, "text")) => (n, HeadInput::Text),
             Some((n, "auto")) => (n, HeadInput::Auto),
+            Some((n, "directed")) => (n, HeadInput::Directed),
             Some((_, other)) => {
                 return Err(Error::InvalidOption {
                     option: "head",
-                    reason: format!("{spec:?}: input {other:?} is not pair, text or auto"),
+                    reason: format!(
+                        "{spec:?}: input {other:?} is not pair, text, auto or directed"
+                    ),
                 });
             }
             None => (head, HeadInput::Pair),
@@ -70,7 +73,7 @@ impl HeadPlan {
         if name.is_empty() || field.as_deref() == Some("") {
             return Err(Error::InvalidOption {
                 option: "head",
-                reason: format!("{spec:?}: expected NAME[:pair|text|auto][=FIELD]"),
+                reason: format!("{spec:?}: expected NAME[:pair|text|auto|directed][=FIELD]"),
             });
         }
         Ok(HeadPlan {
@@ -145,6 +148,12 @@ pub struct TrainConfig {
     /// Weight classes by inverse frequency.
     #[cfg_attr(feature = "cli", arg(long))]
     pub class_weights: bool,
+    /// Mark the target's mention in the text of a pair (`«NATO» refused ...`), and save the
+    /// markers in the model so inference marks alike. A starting model that marks keeps its
+    /// markers either way.
+    #[serde(default)]
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub mark_mentions: bool,
     /// Token limit per input.
     #[cfg_attr(feature = "cli", arg(long, default_value_t = defaults().max_length))]
     pub max_length: usize,
@@ -196,6 +205,7 @@ fn defaults() -> TrainConfig {
         max_grad_norm: 1.0,
         label_smoothing: 0.0,
         class_weights: false,
+        mark_mentions: false,
         max_length: 128,
         seed: 42,
         patience: None,
@@ -349,10 +359,13 @@ fn prepare(config: &TrainConfig, observer: &mut dyn TrainObserver) -> Result<Set
     let base_config = ModelConfig::from_file(&config_path(&resolved.dir))?;
     let tokenizer_json = resolved.dir.join("tokenizer.json");
     let max_length = config.max_length.min(base_config.encoder.max_tokens());
-    let encoder = TextEncoder::from_file(&tokenizer_json, max_length)?;
-
     // Heads: those of the starting model, plus new ones.
     let mut model_config = base_config.clone();
+    if config.mark_mentions && model_config.mention_markers.is_none() {
+        model_config.mention_markers = Some(MentionMarkers::default());
+    }
+    let encoder = TextEncoder::from_file(&tokenizer_json, max_length)?
+        .with_mention_markers(model_config.mention_markers.clone());
     model_config.name = config.name.clone().or(model_config.name);
     model_config.version = config.version.clone().or(model_config.version);
     let given_schema = config
@@ -363,6 +376,7 @@ fn prepare(config: &TrainConfig, observer: &mut dyn TrainObserver) -> Result<Set
     let fields = FieldMap {
         text: config.text_field.clone(),
         target: config.target_field.clone(),
+        mention: "mention".into(),
         id: "id".into(),
         heads: config
             .heads

@@ -51,6 +51,7 @@ impl Case {
                 text,
                 target: self.targets.as_ref().map(|t| t[i].as_str()),
                 focus: None,
+                holder: None,
             })
             .collect()
     }
