@@ -530,13 +530,13 @@ impl Classifier {
                     reason: "empty target (omit it instead)".into(),
                 });
             }
-            if let Some(holder) = query.holder {
-                if query.target.is_none() || holder.trim().is_empty() {
-                    return Err(Error::InvalidInput {
-                        index,
-                        reason: "a holder needs a target, and a name".into(),
-                    });
-                }
+            if let Some(holder) = query.holder
+                && (query.target.is_none() || holder.trim().is_empty())
+            {
+                return Err(Error::InvalidInput {
+                    index,
+                    reason: "a holder needs a target, and a name".into(),
+                });
             }
         }
         let wanted: Vec<(usize, Reading)> = queries

@@ -560,10 +560,10 @@ impl<I: Iterator<Item = Result<Document>>> LabelStream<'_, I> {
                     .filter(|(a, m)| m.is_some() && a != target)
                     .map(|(a, _)| *a)
                     .collect();
-                if let Some(a) = p.speaker_actor.filter(|a| a != target) {
-                    if !candidates.contains(&a) {
-                        candidates.push(a);
-                    }
+                if let Some(a) = p.speaker_actor.filter(|a| a != target)
+                    && !candidates.contains(&a)
+                {
+                    candidates.push(a);
                 }
                 if candidates.is_empty() {
                     unheld.push(slot);
