@@ -541,7 +541,7 @@ fn classify_warns_about_fields_it_does_not_read() {
     let out = standpoint(&["classify", "--model", s(&model), "-i", s(&queries)]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("ignored fields actor (a query reads text, target, id)"),
+        stderr(&out).contains("ignored fields actor (a query reads text, target, holder, id)"),
         "{}",
         stderr(&out)
     );

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::DyadTable;
 use crate::error::{Error, Result};
@@ -52,6 +53,7 @@ fn overall(table: &DyadTable) -> BTreeMap<(String, String), (i64, usize)> {
 /// let table = DyadTable::from_records([row("Russia", "against")], &ReportOptions::default())?;
 /// let svg = heatmap_svg(&table)?;
 /// assert!(svg.starts_with("<svg") && svg.contains("Russia") && svg.contains("NATO"));
+/// assert!(!svg.contains("width=\"0\"") && !svg.contains("height=\"0\""), "one cell has an area");
 /// # Ok(()) }
 /// ```
 pub fn heatmap_svg(table: &DyadTable) -> Result<String> {
@@ -75,54 +77,65 @@ pub fn heatmap_svg(table: &DyadTable) -> Result<String> {
     {
         let root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
         root.fill(&WHITE).map_err(plot_error)?;
+        let (columns, rows) = (targets.len() as f64, holders.len() as f64);
         let mut chart = ChartBuilder::on(&root)
             .caption("net stance (favor − against) / rows", ("sans-serif", 16))
             .margin(10)
             .x_label_area_size(30)
             .y_label_area_size(130)
-            .build_cartesian_2d(
-                // A segmented 0..n has n + 1 segments.
-                (0..targets.len() - 1).into_segmented(),
-                (0..holders.len() - 1).into_segmented(),
-            )
+            .build_cartesian_2d(0.0..columns, 0.0..rows)
             .map_err(plot_error)?;
-        let name = |names: &[&String], v: &SegmentValue<usize>| match v {
-            SegmentValue::CenterOf(i) => names.get(*i).map_or(String::new(), |n| n.to_string()),
-            _ => String::new(),
-        };
+        // Names are drawn at the cell centres below: plotters' own labels sit on tick
+        // positions, and its discrete coordinates collapse when there is one cell.
         chart
             .configure_mesh()
             .disable_mesh()
-            .x_labels(targets.len())
-            .y_labels(holders.len())
-            .x_label_formatter(&|v| name(&targets, v))
-            .y_label_formatter(&|v| name(&holders, v))
+            .x_labels(0)
+            .y_labels(0)
             .x_desc("target")
             .y_desc("holder")
             .draw()
             .map_err(plot_error)?;
+        let name_style =
+            |h: HPos, v: VPos| TextStyle::from(("sans-serif", 13).into_font()).pos(Pos::new(h, v));
+        for (x, target) in targets.iter().enumerate() {
+            let (px, py) = chart.backend_coord(&(x as f64 + 0.5, 0.0));
+            root.draw(&Text::new(
+                target.to_string(),
+                (px, py + 6),
+                name_style(HPos::Center, VPos::Top),
+            ))
+            .map_err(plot_error)?;
+        }
+        for (y, holder) in holders.iter().enumerate() {
+            let (px, py) = chart.backend_coord(&(0.0, y as f64 + 0.5));
+            root.draw(&Text::new(
+                holder.to_string(),
+                (px - 6, py),
+                name_style(HPos::Right, VPos::Center),
+            ))
+            .map_err(plot_error)?;
+        }
         for (y, holder) in holders.iter().enumerate() {
             for (x, target) in targets.iter().enumerate() {
                 let Some(&(net, total)) = sums.get(&((*holder).clone(), (*target).clone())) else {
                     continue;
                 };
                 let score = net as f64 / total as f64;
+                let (x, y) = (x as f64, y as f64);
                 chart
                     .draw_series([Rectangle::new(
-                        [
-                            (SegmentValue::Exact(x), SegmentValue::Exact(y)),
-                            (SegmentValue::Exact(x + 1), SegmentValue::Exact(y + 1)),
-                        ],
+                        [(x, y), (x + 1.0, y + 1.0)],
                         net_colour(score).filled(),
                     )])
                     .map_err(plot_error)?;
-                chart
-                    .draw_series([Text::new(
-                        format!("{score:+.2} ({total})"),
-                        (SegmentValue::Exact(x), SegmentValue::Exact(y + 1)),
-                        ("sans-serif", 13),
-                    )])
-                    .map_err(plot_error)?;
+                let (px, py) = chart.backend_coord(&(x + 0.5, y + 0.5));
+                root.draw(&Text::new(
+                    format!("{score:+.2} ({total})"),
+                    (px, py),
+                    name_style(HPos::Center, VPos::Center),
+                ))
+                .map_err(plot_error)?;
             }
         }
         root.present().map_err(plot_error)?;
