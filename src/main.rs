@@ -111,6 +111,9 @@ struct ReportArgs {
     /// Where the time line goes (SVG).
     #[arg(long, requires = "timeline")]
     timeline_output: Option<PathBuf>,
+    /// fail: stop at the first unreadable row (FILE:LINE: reason); skip: count it and go on.
+    #[arg(long, default_value = "fail", value_parser = ["fail", "skip"])]
+    on_error: String,
 }
 
 fn report_rows(args: &ReportArgs) -> Result<()> {
@@ -125,6 +128,10 @@ fn report_rows(args: &ReportArgs) -> Result<()> {
         actors: args.actors.clone(),
         from: args.from.clone(),
         to: args.to.clone(),
+        on_error: match args.on_error.as_str() {
+            "skip" => OnError::Skip,
+            _ => OnError::Fail,
+        },
     };
     let table = DyadTable::from_file(&args.rows, &options)?;
     let json =
@@ -152,9 +159,13 @@ fn report_rows(args: &ReportArgs) -> Result<()> {
         )?;
     }
     eprintln!(
-        "{} cells from {} rows",
+        "{} cells from {} rows{}",
         table.cells.len(),
-        table.cells.iter().map(|c| c.total).sum::<usize>()
+        table.cells.iter().map(|c| c.total).sum::<usize>(),
+        match table.skipped {
+            0 => String::new(),
+            n => format!(", {n} unreadable rows skipped"),
+        }
     );
     Ok(())
 }

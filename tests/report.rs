@@ -277,4 +277,50 @@ fn bad_rows_and_options_are_clear_errors() {
     assert!(err.contains("--date-field"), "{err}");
     let err = String::from_utf8_lossy(&report(&["missing.jsonl"]).stderr).to_string();
     assert!(err.contains("missing.jsonl"), "{err}");
+
+    // A date that is not YYYY-MM-DD names its line; under --on-error skip it is counted.
+    let good = "{\"actor\": \"NATO\", \"holder\": \"Russia\", \"date\": \"2026-03-04\", \"stance\": {\"label\": \"against\", \"score\": 0.9}}";
+    let odd = "{\"actor\": \"NATO\", \"date\": \"4 March 2026\", \"stance\": {\"label\": \"favor\", \"score\": 0.8}}";
+    std::fs::write(&path, format!("{good}\n{odd}\n{{not json\n{good}\n")).unwrap();
+    let rows = path.to_str().unwrap();
+    let out = report(&[rows, "--date-field", "date", "--period", "month"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("rows.jsonl:2: field `date` is \"4 March 2026\", not a date"),
+        "{err}"
+    );
+    let out = report(&[
+        rows,
+        "--date-field",
+        "date",
+        "--period",
+        "month",
+        "--on-error",
+        "skip",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("1 cells from 2 rows, 2 unreadable rows skipped"),
+        "{err}"
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("Russia,NATO,2026-03,2,2,0.9000,-1.0000"), "{table}");
+
+    // Rows labelled without actors have no dyad to count.
+    std::fs::write(
+        &path,
+        "{\"sentence\": \"Talks resumed.\", \"stance\": null, \"sentiment\": {\"label\": \"neutral\", \"score\": 0.9}}\n",
+    )
+    .unwrap();
+    let err = String::from_utf8_lossy(&report(&[rows]).stderr).to_string();
+    assert!(
+        err.contains("rows.jsonl: no row names a target in `actor`"),
+        "{err}"
+    );
 }

@@ -30,6 +30,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+pub use crate::label::output::OnError;
 
 /// Which part of a date a period keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +104,9 @@ pub struct ReportOptions {
     pub from: Option<String>,
     /// Keep rows dated on or before this day.
     pub to: Option<String>,
+    /// A row that cannot be read (bad JSON, no label, a date that is not `YYYY-MM-DD`) stops
+    /// the read (`Fail`, the default) or is counted in [`DyadTable::skipped`] (`Skip`).
+    pub on_error: OnError,
 }
 
 impl Default for ReportOptions {
@@ -117,6 +121,7 @@ impl Default for ReportOptions {
             actors: Vec::new(),
             from: None,
             to: None,
+            on_error: OnError::Fail,
         }
     }
 }
@@ -196,6 +201,8 @@ pub struct DyadTable {
     pub labels: Vec<String>,
     /// Cells sorted by holder, target, period.
     pub cells: Vec<DyadCell>,
+    /// Rows of the file left out as unreadable under [`OnError::Skip`].
+    pub skipped: usize,
 }
 
 #[derive(Default)]
@@ -268,15 +275,21 @@ impl DyadTable {
                 }
             })
             .collect();
-        Ok(DyadTable { labels, cells })
+        Ok(DyadTable {
+            labels,
+            cells,
+            skipped: 0,
+        })
     }
 
     /// Reads labelled rows (JSONL as `standpoint label` writes it, or CSV with a header) and
     /// aggregates them.
     pub fn from_file(path: &Path, options: &ReportOptions) -> Result<Self> {
         options.check()?;
-        let records = read_rows(path, options)?;
-        Self::from_records(records, options)
+        let (records, skipped) = read_rows(path, options)?;
+        let mut table = Self::from_records(records, options)?;
+        table.skipped = skipped;
+        Ok(table)
     }
 
     /// The table as CSV: one line per cell, a column per label.
@@ -361,7 +374,14 @@ fn record_of(
         probability.ok_or_else(|| format!("`{head}` has no score (`{head}_score`)"))?;
     let holder = text(&options.holder_field)?.unwrap_or_else(|| "author".into());
     let date = match &options.date_field {
-        Some(field) => text(field)?,
+        Some(field) => match text(field)? {
+            Some(date) if Period::Day.of(&date).is_none() => {
+                return Err(format!(
+                    "field `{field}` is {date:?}, not a date (YYYY-MM-DD, optionally with a time)"
+                ));
+            }
+            date => date,
+        },
         None => None,
     };
     Ok(Some(RowRecord {
@@ -373,12 +393,26 @@ fn record_of(
     }))
 }
 
-fn read_rows(path: &Path, options: &ReportOptions) -> Result<Vec<RowRecord>> {
+/// The records of a rows file and the count of rows skipped as unreadable.
+fn read_rows(path: &Path, options: &ReportOptions) -> Result<(Vec<RowRecord>, usize)> {
     let name = path.display().to_string();
     let bad = |line: usize, reason: String| Error::Record {
         source_name: name.clone(),
         line,
         reason,
+    };
+    let mut skipped = 0;
+    let mut rows = 0;
+    // Under `Skip`, an unreadable row is counted instead of stopping the read.
+    let mut keep = |result: Result<Option<RowRecord>>, records: &mut Vec<RowRecord>| {
+        rows += 1;
+        match result {
+            Ok(Some(record)) => records.push(record),
+            Ok(None) => {}
+            Err(_) if options.on_error == OnError::Skip => skipped += 1,
+            Err(e) => return Err(e),
+        }
+        Ok(())
     };
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let is_csv = matches!(
@@ -397,37 +431,50 @@ fn read_rows(path: &Path, options: &ReportOptions) -> Result<Vec<RowRecord>> {
             .from_reader(bytes.as_slice());
         let headers = reader.headers().map_err(|e| bad(1, e.to_string()))?.clone();
         for row in reader.records() {
-            let row = row.map_err(|e| {
-                let line = e.position().map_or(0, |p| p.line() as usize);
-                bad(line, e.to_string())
-            })?;
+            let row = match row {
+                Ok(row) => row,
+                Err(e) => {
+                    let line = e.position().map_or(0, |p| p.line() as usize);
+                    keep(Err(bad(line, e.to_string())), &mut records)?;
+                    continue;
+                }
+            };
             let line = row.position().map_or(0, |p| p.line() as usize);
             let object: serde_json::Map<String, Value> = headers
                 .iter()
                 .zip(row.iter())
                 .map(|(h, v)| (h.to_string(), Value::String(v.to_string())))
                 .collect();
-            if let Some(r) = record_of(&Value::Object(object), options).map_err(|e| bad(line, e))? {
-                records.push(r);
-            }
+            let record = record_of(&Value::Object(object), options).map_err(|e| bad(line, e));
+            keep(record, &mut records)?;
         }
     } else {
         for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
             let line_no = i + 1;
-            let text = std::str::from_utf8(line)
-                .map_err(|e| bad(line_no, format!("invalid UTF-8: {e}")))?;
-            if text.trim().is_empty() {
+            if line.trim_ascii().is_empty() {
                 continue;
             }
-            let value: Value = serde_json::from_str(text)
-                .map_err(|e| bad(line_no, format!("invalid JSON: {e}")))?;
-            if !value.is_object() {
-                return Err(bad(line_no, "a row must be a JSON object".into()));
-            }
-            if let Some(r) = record_of(&value, options).map_err(|e| bad(line_no, e))? {
-                records.push(r);
-            }
+            let record = std::str::from_utf8(line)
+                .map_err(|e| format!("invalid UTF-8: {e}"))
+                .and_then(|text| {
+                    serde_json::from_str::<Value>(text).map_err(|e| format!("invalid JSON: {e}"))
+                })
+                .and_then(|value| match value.is_object() {
+                    true => record_of(&value, options),
+                    false => Err("a row must be a JSON object".into()),
+                })
+                .map_err(|e| bad(line_no, e));
+            keep(record, &mut records)?;
         }
     }
-    Ok(records)
+    if records.is_empty() && rows > skipped {
+        return Err(Error::InvalidOption {
+            option: "rows file",
+            reason: format!(
+                "{name}: no row names a target in `{}` (label the documents with actors: --actor or --actors-file)",
+                options.target_field
+            ),
+        });
+    }
+    Ok((records, skipped))
 }
