@@ -42,3 +42,9 @@ score "Diplomatic: written hard cases" written-hard-dev.jsonl stance.macro_f1
 score "Diplomatic: written hard cases" written-hard-dev.jsonl stance.accuracy
 score "Diplomatic: written event reports" written-events-dev.jsonl stance.macro_f1
 score "Diplomatic: written event reports" written-events-dev.jsonl stance.accuracy
+# The directed head that picks holders, where the model has one (scripts/eval_holder.py
+# scores the holder choice itself).
+if grep -q '"direction"' "$model/config.json"; then
+  score "Holders: directed sentiment pairs, both directions" directed-holder-dev.jsonl direction.macro_f1
+  score "Holders: diplomatic sets, every actor toward the target" diplomatic-holder-dev.jsonl direction.macro_f1
+fi
