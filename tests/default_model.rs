@@ -106,7 +106,7 @@ fn cli_labels_the_examples_offline_without_model_flag() {
         .collect();
     assert!(rows.len() >= 5, "{} rows", rows.len());
     for row in &rows {
-        assert_eq!(row["model"], "standpoint-default@0.2.1", "{row}");
+        assert_eq!(row["model"], "standpoint-default@0.2.2", "{row}");
         assert!(row["sentiment"]["label"].is_string(), "{row}");
         assert!(row["relation"]["label"].is_string(), "{row}");
         // Stance exists exactly where an actor is mentioned.

@@ -310,7 +310,10 @@ fn bad_rows_and_options_are_clear_errors() {
         "{err}"
     );
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(table.contains("Russia,NATO,2026-03,2,2,0.9000,-1.0000"), "{table}");
+    assert!(
+        table.contains("Russia,NATO,2026-03,2,2,0.9000,-1.0000"),
+        "{table}"
+    );
 
     // Rows labelled without actors have no dyad to count.
     std::fs::write(

@@ -63,8 +63,9 @@ const ADVERB: &str =
 const PRONOUNS: &str = "he|she|they|it|He|She|They|It";
 /// A capitalised name of up to six words (titles included, stripped later).
 const NAME: &str = r"(?:(?:Mr|Mrs|Ms|Dr|Gen|Sen|Lt|Col)\.\s+)?(?:[A-Z]\.|[A-Z][\p{L}'’\-]*)(?:\s+(?:(?:de|van|von|bin|al|der|la)\s+)?(?:[A-Z]\.|[A-Z][\p{L}'’\-]*)){0,5}";
-/// A descriptive speaker: `the deputy foreign minister`, `a senior official`, `Russia's envoy`.
-const DESCRIPTION: &str = r"(?:(?:[Tt]he|[Aa]n?|[Hh]is|[Hh]er|[Ii]ts|[Tt]heir|[A-Z][\p{L}]*['’]s)\s+(?:[\p{L}.\-]+\s+){0,5}?(?i:minister|ministry|spokes(?:man|woman|person)|officials?|president|ambassador|envoy|secretary|chief|leaders?|diplomats?|sources?|statement|embassy|government|chancellor|premier|general|commander|advis[eo]r|aide|negotiator|representative|kremlin|white house|mission|office|delegation))";
+/// A descriptive speaker: `the deputy foreign minister`, `a senior official`, `Russia's envoy`,
+/// `one former diplomat`.
+const DESCRIPTION: &str = r"(?:(?:[Tt]he|[Aa]n?|[Hh]is|[Hh]er|[Ii]ts|[Tt]heir|[Oo]ne|[Aa]nother|[Ss]everal|[Ss]ome|[Mm]any|[Tt]wo|[Tt]hree|[A-Z][\p{L}]*['’]s)\s+(?:[\p{L}.\-]+\s+){0,5}?(?i:minister|ministry|spokes(?:man|woman|person)|officials?|president|ambassador|envoy|secretary|chief|leaders?|diplomats?|sources?|statement|embassy|government|chancellor|premier|general|commander|advis[eo]r|aide|negotiator|representative|kremlin|white house|mission|office|delegation))";
 
 fn speaker_pattern() -> String {
     format!(r"(?:{PRONOUNS}|{DESCRIPTION}|{NAME})")
@@ -269,13 +270,26 @@ fn quotes(text: &str, lines: &[(usize, usize)]) -> Vec<Quote> {
             };
             // An attribution after the quote, unless it introduces the next one (`He added:`)
             // or this quote was introduced with a colon (`Wang Yi said: “...`).
-            let after_speaker = AFTER.captures(after).and_then(|c| {
-                let end = c.get(0).map_or(0, |m| m.end());
-                let introduces_next = after[end..].trim_start().starts_with(':');
-                (!introduces_next)
-                    .then(|| found(&c, start + after_start))
-                    .flatten()
-            });
+            // A quote that ends its sentence with a full stop is not attributed by the capitalised
+            // sentence after it (`“... look.” Several officials warned ...`).
+            let ends_sentence = line
+                .get(open..close)
+                .is_some_and(|q| q.trim_end().ends_with('.'))
+                && after
+                    .trim_start()
+                    .chars()
+                    .next()
+                    .is_some_and(char::is_uppercase);
+            let after_speaker = AFTER
+                .captures(after)
+                .filter(|_| !ends_sentence)
+                .and_then(|c| {
+                    let end = c.get(0).map_or(0, |m| m.end());
+                    let introduces_next = after[end..].trim_start().starts_with(':');
+                    (!introduces_next)
+                        .then(|| found(&c, start + after_start))
+                        .flatten()
+                });
             let speaker = if before.trim_end().ends_with(':') {
                 introduced().or(after_speaker)
             } else {
