@@ -225,15 +225,23 @@ fn the_example_articles_hard_sentences_come_out_as_the_guide_says() {
     let headline = "Moscow ends practical cooperation with NATO, keeps door open to dialogue";
     let kyiv = "Kyiv rejected the demand as blackmail and said Russia had repeatedly attacked port infrastructure in Odesa.";
     let kremlin = "The Kremlin dismissed the talks as \"theatre\" and accused Brussels of waging economic war on ordinary Russians.";
+    // (text, actor, the alias `label` finds for it, expected): the model marks that mention,
+    // as `standpoint label` does.
     let cases = [
-        (headline, "NATO", "against"),
-        (kyiv, "Ukraine", "neutral"),
-        (kyiv, "Russia", "against"),
-        (kremlin, "European Union", "against"),
+        (headline, "NATO", "NATO", "against"),
+        (kyiv, "Ukraine", "Kyiv", "neutral"),
+        (kyiv, "Russia", "Russia", "against"),
+        (kremlin, "European Union", "Brussels", "against"),
     ];
-    let queries: Vec<Query> = cases.iter().map(|(t, a, _)| Query::pair(a, t)).collect();
+    let queries: Vec<Query> = cases
+        .iter()
+        .map(|(text, actor, mention, _)| {
+            let start = text.find(mention).unwrap();
+            Query::pair(actor, text).with_focus(start, start + mention.len())
+        })
+        .collect();
     let out = classifier.classify(&queries).unwrap();
-    for ((text, actor, want), got) in cases.iter().zip(&out) {
+    for ((text, actor, _, want), got) in cases.iter().zip(&out) {
         assert_eq!(
             got["stance"].label, *want,
             "{actor} in {text:?}: {:?}",
