@@ -75,33 +75,8 @@ struct ReportArgs {
     /// Table format when the output has no telling extension.
     #[arg(long, value_parser = ["csv", "json"], default_value = "csv")]
     format: String,
-    /// The head whose labels are counted.
-    #[arg(long, default_value = "stance")]
-    head: String,
-    /// The row field naming who holds the stance (rows without it count as `author`).
-    #[arg(long, default_value = "holder")]
-    holder_field: String,
-    /// The row field naming the target.
-    #[arg(long, default_value = "actor")]
-    target_field: String,
-    /// The row field holding a date (`YYYY-MM-DD...`).
-    #[arg(long)]
-    date_field: Option<String>,
-    /// One cell per period as well: day, week (ISO) or month.
-    #[arg(long)]
-    period: Option<String>,
-    /// Leave out rows whose label probability is below this.
-    #[arg(long, default_value_t = 0.0)]
-    min_probability: f64,
-    /// Keep only dyads between these actors (repeatable).
-    #[arg(long = "actor")]
-    actors: Vec<String>,
-    /// Keep rows dated on or after this day (YYYY-MM-DD).
-    #[arg(long)]
-    from: Option<String>,
-    /// Keep rows dated on or before this day.
-    #[arg(long)]
-    to: Option<String>,
+    #[command(flatten)]
+    options: standpoint::report::ReportOptions,
     /// Write a holder × target heatmap of the net score (SVG).
     #[arg(long)]
     heatmap: Option<PathBuf>,
@@ -111,29 +86,11 @@ struct ReportArgs {
     /// Where the time line goes (SVG).
     #[arg(long, requires = "timeline")]
     timeline_output: Option<PathBuf>,
-    /// fail: stop at the first unreadable row (FILE:LINE: reason); skip: count it and go on.
-    #[arg(long, default_value = "fail", value_parser = ["fail", "skip"])]
-    on_error: String,
 }
 
 fn report_rows(args: &ReportArgs) -> Result<()> {
-    use standpoint::report::{DyadTable, ReportOptions, plot};
-    let options = ReportOptions {
-        head: args.head.clone(),
-        holder_field: args.holder_field.clone(),
-        target_field: args.target_field.clone(),
-        date_field: args.date_field.clone(),
-        period: args.period.as_deref().map(str::parse).transpose()?,
-        min_probability: args.min_probability,
-        actors: args.actors.clone(),
-        from: args.from.clone(),
-        to: args.to.clone(),
-        on_error: match args.on_error.as_str() {
-            "skip" => OnError::Skip,
-            _ => OnError::Fail,
-        },
-    };
-    let table = DyadTable::from_file(&args.rows, &options)?;
+    use standpoint::report::{DyadTable, plot};
+    let table = DyadTable::from_file(&args.rows, &args.options)?;
     let json =
         args.output.ends_with(".json") || (args.format == "json" && !args.output.ends_with(".csv"));
     let bytes = if json {
@@ -230,8 +187,8 @@ struct LabelArgs {
     #[arg(long, default_value = "jsonl")]
     output_format: String,
     /// fail: stop at the first unreadable record; skip: record it in the errors file and go on.
-    #[arg(long, default_value = "fail")]
-    on_error: String,
+    #[arg(long, value_enum, default_value = "fail")]
+    on_error: OnError,
     /// Where skipped records go (default: OUTPUT.errors.jsonl).
     #[arg(long)]
     errors: Option<PathBuf>,
@@ -582,11 +539,7 @@ fn label(args: &LabelArgs) -> Result<()> {
             anyhow::bail!("name the actors: --actor NAME (repeatable) or --actors-file FILE")
         }
     };
-    let on_error = match args.on_error.as_str() {
-        "fail" => OnError::Fail,
-        "skip" => OnError::Skip,
-        other => anyhow::bail!("--on-error must be fail or skip, not {other:?}"),
-    };
+    let on_error = args.on_error;
     let format = args.format.as_deref().map(InputFormat::parse).transpose()?;
     let fields = DocumentFields {
         id: args.id_field.clone(),

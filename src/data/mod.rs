@@ -595,28 +595,17 @@ fn jsonl_example(
             ));
         }
     };
-    let target = match object.get(&fields.target) {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => non_empty(s),
-        Some(other) => {
-            return Err(format!(
-                "field `{}` must be a string, found {}",
-                fields.target,
-                json_kind(other)
-            ));
-        }
+    // An optional string field: absent, null or empty is `None`.
+    let optional = |field: &str| match object.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(non_empty(s)),
+        Some(other) => Err(format!(
+            "field `{field}` must be a string, found {}",
+            json_kind(other)
+        )),
     };
-    let mention = match object.get(&fields.mention) {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => non_empty(s),
-        Some(other) => {
-            return Err(format!(
-                "field `{}` must be a string, found {}",
-                fields.mention,
-                json_kind(other)
-            ));
-        }
-    };
+    let target = optional(&fields.target)?;
+    let mention = optional(&fields.mention)?;
     let id = match object.get(&fields.id) {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => non_empty(s),

@@ -306,7 +306,7 @@ impl JsonlDocuments {
             Some(Value::Number(n)) => Some(n.to_string()),
             Some(_) => {
                 let reason = format!(
-                    "field `{}` is not a string",
+                    "field `{}` is not a string or a number",
                     self.fields.date.as_deref().unwrap_or_default()
                 );
                 return Err(self.lines.error(reason));

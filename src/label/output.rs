@@ -137,6 +137,7 @@ impl OutputFormat {
 
 /// What to do with a record that cannot be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum OnError {
     /// Stop the run with the record's error.
     Fail,

@@ -415,7 +415,11 @@ impl<I: Iterator<Item = Result<Document>>> LabelStream<'_, I> {
     fn classify_window(&mut self) -> Result<()> {
         let labeller = self.labeller;
         let heads = labeller.classifier.heads();
-        let has_text_heads = heads.iter().any(|h| h.input != HeadInput::Pair);
+        // A directed head reads neither a sentence nor an (actor, sentence) pair: only the
+        // holder queries below.
+        let has_text_heads = heads
+            .iter()
+            .any(|h| matches!(h.input, HeadInput::Text | HeadInput::Auto));
         let has_pair_heads = heads
             .iter()
             .any(|h| matches!(h.input, HeadInput::Pair | HeadInput::Auto));

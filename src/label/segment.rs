@@ -14,8 +14,7 @@
 //! quote- and parenthesis-aware rules, sentence-starter overrides), plus the small layer below.
 //! Exact cases of the 54 in `tests/fixtures/segmentation-gold.jsonl` when quotes were still kept
 //! whole, each splitter fed line by line: UAX #29 (`unicode-segmentation` 1.13) 33, ICU4X
-//! `icu_segmenter` 2.4 33, `sentencex` 0.1.33 alone 49, `sentencex` + this layer 54 (today all 54,
-//! and the 39 quote cases of `tests/fixtures/quotes-gold.jsonl`). Not scored: `punkt` 1.0.5 (needs nightly Rust),
+//! `icu_segmenter` 2.4 33, `sentencex` 0.1.33 alone 49, `sentencex` + this layer 54. Not scored: `punkt` 1.0.5 (needs nightly Rust),
 //! `srx` 0.1.4 (ships no rules; LanguageTool's `segment.srx` is not packaged).
 //!
 //! # Rules

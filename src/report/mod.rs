@@ -34,6 +34,7 @@ pub use crate::label::output::OnError;
 
 /// Which part of a date a period keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Period {
     /// `2026-03-04`.
     Day,
@@ -83,29 +84,43 @@ impl Period {
 }
 
 /// How rows are read and which of them count.
+///
+/// With the `cli` feature it is also the `standpoint report` command line (`clap::Args`), so
+/// the library and the binary share one list of defaults.
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct ReportOptions {
-    /// The head whose labels are counted; default `stance`.
+    /// The head whose labels are counted.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = ReportOptions::default().head))]
     pub head: String,
-    /// The field naming who holds the stance; default `holder`. Rows without it count as
-    /// held by `author` (the text's own voice).
+    /// The row field naming who holds the stance (rows without it count as held by `author`,
+    /// the text's own voice).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = ReportOptions::default().holder_field))]
     pub holder_field: String,
-    /// The field naming the target; default `actor`.
+    /// The row field naming the target.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = ReportOptions::default().target_field))]
     pub target_field: String,
-    /// The field holding the row's date, for periods and date filters.
+    /// The row field holding a date (`YYYY-MM-DD...`), for periods and date filters.
+    #[cfg_attr(feature = "cli", arg(long))]
     pub date_field: Option<String>,
-    /// Group by period as well (needs `date_field`).
+    /// One cell per period as well (needs the date field): day, week (ISO) or month.
+    #[cfg_attr(feature = "cli", arg(long, value_enum))]
     pub period: Option<Period>,
-    /// Rows whose label probability is below this are left out.
+    /// Leave out rows whose label probability is below this.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = ReportOptions::default().min_probability))]
     pub min_probability: f64,
-    /// Keep only dyads whose holder and target are both among these (empty: all).
+    /// Keep only dyads whose holder and target are both among these (repeatable; none: all).
+    #[cfg_attr(feature = "cli", arg(long = "actor"))]
     pub actors: Vec<String>,
     /// Keep rows dated on or after this day (`YYYY-MM-DD`).
+    #[cfg_attr(feature = "cli", arg(long))]
     pub from: Option<String>,
     /// Keep rows dated on or before this day.
+    #[cfg_attr(feature = "cli", arg(long))]
     pub to: Option<String>,
-    /// A row that cannot be read (bad JSON, no label, a date that is not `YYYY-MM-DD`) stops
-    /// the read (`Fail`, the default) or is counted in [`DyadTable::skipped`] (`Skip`).
+    /// fail: a row that cannot be read (bad JSON, no label, a date that is not `YYYY-MM-DD`)
+    /// stops the read with FILE:LINE: reason; skip: it is counted in [`DyadTable::skipped`].
+    #[cfg_attr(feature = "cli", arg(long, value_enum, default_value_t = ReportOptions::default().on_error))]
     pub on_error: OnError,
 }
 
